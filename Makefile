@@ -5,7 +5,9 @@ PY := $(VENV)/bin/python
 RUN ?= quickstart
 QUICK ?= n_samples=6 max_new_tokens=64
 
-.PHONY: setup run test bench clean
+RESULTS ?= results/$(RUN)
+
+.PHONY: setup run test bench figures status clean
 
 setup: $(VENV)/.installed
 
@@ -23,6 +25,13 @@ run: setup
 
 test: setup
 	$(PY) -m pytest -q tests
+
+figures: setup   # report tables + paper-style figures for RESULTS (default results/$(RUN))
+	$(PY) -m harness.report $(RESULTS)
+	$(PY) -m harness.figures $(RESULTS)
+
+status: setup    # done / partial / failed / missing cells of RESULTS
+	$(PY) -m harness.report --status $(RESULTS)
 
 bench: setup
 	$(PY) -m harness.bench

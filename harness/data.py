@@ -273,6 +273,12 @@ def load_samples(cfg, n_samples: int | None) -> Loaded:
         if n_samples < 1:
             raise HarnessError(f"n_samples={n_samples}; must be >= 1 or null (all)")
         samples = samples[:n_samples]
+    shard, num_shards = cfg.get("shard") or 0, cfg.get("num_shards") or 1
+    if num_shards > 1 or shard:  # job `shard` of `num_shards` decodes every num_shards-th selected sample
+        if not 0 <= shard < num_shards:
+            raise HarnessError(f"dataset.shard={shard}, dataset.num_shards={num_shards}: need 0 <= shard < num_shards")
+        samples = samples[shard::num_shards]
+        loaded.info.update(shard=shard, num_shards=num_shards)
     loaded.info.update(second_turn=cfg.get("second_turn"), n=len(samples))
     return Loaded(samples, loaded.info)
 

@@ -28,7 +28,10 @@ def cell_dir(cfg) -> Path:
     root = Path(cfg.output_root)
     if not root.is_absolute():
         root = Path.cwd() / root
-    return root / cfg.run_name / cfg.pair.name / cfg.dataset.name / cfg.method.tag
+    tag = cfg.method.tag
+    if (cfg.dataset.get("num_shards") or 1) > 1:  # shards of one cell never share a directory; the report merges them
+        tag += f"_shard{cfg.dataset.get('shard') or 0}of{cfg.dataset.num_shards}"
+    return root / cfg.run_name / cfg.pair.name / cfg.dataset.name / tag
 
 
 def write_atomic(path: Path, text: str) -> None:

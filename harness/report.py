@@ -1,114 +1,448 @@
-"""`python -m harness.report RESULTS_DIR`: aggregate every cell below a directory into one table per
-(run, pair, dataset), print it, and write report.csv / report.md next to the results.
+"""`python -m harness.report RESULTS_DIR`: aggregate every cell below a directory with pandas.
+
+Writes, next to the results:
+- report.md / report.csv: one row per (run, pair, dataset, second-turn task, method, turn) — the per-cell report;
+- tables/table1.{md,tex,csv}: TABED's Table 1 layout (methods x datasets grouped Benchmark / OOD / NLP, tau and
+  speedup, first and second turn), tables/eagle.*: EAGLE's layout (speedup and tau per dataset, mean column),
+  tables/robust.*: robust speedup (mean over datasets) with the worst dataset, tables/second_turn.*: second
+  turns by task. The .md and .tex files hold the wide tables (LaTeX: booktabs + multirow), the .csv files
+  the tidy numbers behind them.
+`python -m harness.report --status RESULTS_DIR` lists done / partial / failed / missing cells instead.
 
 Metrics (also in the README):
 - tau (block efficiency) = new tokens / target forward calls, the prefill call included (ar = 1.00).
-- acceptance rate = accepted draft tokens / drafted tokens.
-- speedup = total ar walltime / total method walltime over the sample turns both decoded successfully
-  (walltime = prefill + decode); speedup_mean = mean of the per-turn ratios.
+- acceptance rate = accepted draft tokens / drafted tokens; per-position acceptance at i = the fraction of
+  blocks that drafted at least i tokens whose first i drafts were all accepted.
+- speedup = total ar walltime / total method walltime over the (sample, turn) pairs both decoded successfully
+  (walltime = prefill + decode); speedup_mean = mean of the per-pair ratios; both with a 95% percentile
+  bootstrap interval (1000 resamples of the pairs, seed 0).
+- robust speedup = mean of a method's per-dataset speedups, shown with its worst dataset.
 - lossless = every paired greedy output equals ar's token for token (n/a under sampling).
+A method's records are paired with ar's from the same run, pair, dataset, second-turn task and decoding
+settings. Shards of one cell hold disjoint samples and are merged. Every table marks where a dataset's
+samples came from (summary.json `dataset_source`): bundle numbers must never pass for benchmark numbers.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import yaml
 
+from harness import PROJECT_ROOT
 from harness.records import CONFIG, SAMPLES, SUMMARY
 
-KEYS = ["run", "pair", "dataset"]
+log = logging.getLogger("harness")
+
+# TABED Table 1's datasets in its column order; other datasets follow, grouped by their config's `group`.
+TABED_DATASETS = ["llava_w", "docvqa", "pope", "mmvet", "iedit", "magicbrush", "spot_the_diff", "pororo_sv", "vist",
+                  "nq", "gsm8k"]
+GROUP_NAMES = {"benchmark": "Benchmark", "ood": "OOD", "nlp": "NLP", "text": "Text", "other": "Other"}
+MARKS = {"hub": "", "bundled": "†", "file": "‡"}  # any other source (unfinished cell, mixed) is marked "?"
+FOOTNOTE = ("Data: unmarked = the benchmark's own data (hub); † = offline bundle written by this project (a "
+            "smoke-test stand-in: its numbers are not the benchmark's); ‡ = question file written by this "
+            "project; ? = unfinished cell or mixed sources.")
+PAIR_KEYS = ["run", "pair", "dataset", "task", "settings", "id", "turn"]  # what makes a record ar's twin
+CELL_KEYS = ["run", "pair", "dataset", "task", "method", "turn"]
+BOOTSTRAP, SEED = 1000, 0
+
+
+# --- loading -------------------------------------------------------------------------------------------
+
+
+def complete_records(path: Path) -> list[dict]:
+    """The finished samples of a samples.jsonl (read only; a torn or unfinished last sample is left out)."""
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a torn last line of an interrupted run
+    finished = {r["id"] for r in records if r.get("final_turn")}
+    return [r for r in records if r["id"] in finished]
+
+
+def cell_identity(cfg: dict, summary: dict | None) -> dict:
+    """What a cell's records share, from its resolved config.yaml and summary.json."""
+    d, m = cfg["dataset"], cfg["method"]
+    settings = {k: cfg.get(k) for k in ("max_new_tokens", "temperature", "top_p", "seed", "dtype")}
+    return {"run": cfg["run_name"], "pair": cfg["pair"]["name"], "dataset": d["name"],
+            "group": d.get("group") or "other", "task": d.get("second_turn") or "", "method": m["tag"],
+            "method_name": m["name"], "modes": m.get("drafts") or m.get("drafting") or "",
+            "temperature": cfg.get("temperature") or 0.0,
+            "settings": json.dumps(settings, sort_keys=True),
+            "source": summary.get("dataset_source", "?") if summary else "unfinished"}
 
 
 def load_records(root: Path) -> pd.DataFrame:
-    """One row per (cell, sample, turn), with the cell's identity from its config.yaml."""
+    """One row per (cell, sample, turn), with the cell's identity; shards of a cell become one cell."""
     rows = []
     for samples in sorted(root.rglob(SAMPLES)):
         cell = samples.parent
-        if not (cell / CONFIG).exists():
+        if not (cell / CONFIG).exists() or any(p.startswith(".") for p in cell.relative_to(root).parts):
             continue
-        cfg = yaml.safe_load((cell / CONFIG).read_text())
-        summary = json.loads((cell / SUMMARY).read_text()) if (cell / SUMMARY).exists() else {}
-        ident = {"run": cfg["run_name"], "pair": cfg["pair"]["name"], "dataset": cfg["dataset"]["name"],
-                 "method": cfg["method"]["tag"], "method_name": cfg["method"]["name"],
-                 "temperature": cfg["temperature"], "source": summary.get("dataset_source", "unfinished")}
-        for line in samples.read_text(encoding="utf-8").splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a torn last line of an interrupted run
-            rows.append({**ident, **rec})
+        summary = json.loads((cell / SUMMARY).read_text()) if (cell / SUMMARY).exists() else None
+        ident = cell_identity(yaml.safe_load((cell / CONFIG).read_text()), summary)
+        rows += [{**ident, "cell": str(cell), **rec} for rec in complete_records(samples)]
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df
+    for col, default in (("accepted", []), ("drafted", []), ("weights", []), ("output_ids", [])):
+        if col not in df:
+            df[col] = None
+        df[col] = [v if isinstance(v, list) else default for v in df[col]]
+    dup = df.duplicated(PAIR_KEYS + ["method"])
+    if dup.any():  # e.g. a sharded and an unsharded copy of one cell under the same run
+        log.warning("report: %d records appear in more than one cell (first kept): %s", dup.sum(),
+                    ", ".join(sorted(set(df.cell[dup]))))
+        df = df[~dup]
+    return df.reset_index(drop=True)
+
+
+def pair_with_ar(df: pd.DataFrame) -> pd.DataFrame:
+    """Add ar's walltime, decode time, target calls and output for the same (sample, turn) as ar_* columns."""
+    ar = df[(df.method_name == "ar") & (df.status == "ok")]
+    ar = ar[PAIR_KEYS + ["wall_s", "decode_s", "target_calls", "output_ids"]].add_prefix("ar_")
+    return df.merge(ar.rename(columns={f"ar_{k}": k for k in PAIR_KEYS}), on=PAIR_KEYS, how="left")
+
+
+def load(root: Path) -> pd.DataFrame:
+    """Records under `root`, paired with ar's (empty frame if there are none)."""
+    df = load_records(Path(root))
+    return pair_with_ar(df) if not df.empty else df
+
+
+# --- metrics -------------------------------------------------------------------------------------------
+
+
+def _div(a: float, b: float) -> float:
+    return a / b if b else float("nan")
+
+
+def position_acceptance(accepted: list[int], drafted: list[int]) -> list[float]:
+    """Entry i-1: fraction of blocks with >= i drafts whose first i drafts were all accepted."""
+    acc, dr = np.asarray(accepted), np.asarray(drafted)
+    return [round(float((acc[dr >= i] >= i).mean()), 4) for i in range(1, int(dr.max(initial=0)) + 1)]
+
+
+def speedups(ar_wall: np.ndarray, wall: np.ndarray) -> dict:
+    """Ratio of totals and mean of per-pair ratios, each with a 95% percentile bootstrap interval."""
+    if not len(wall):
+        return dict.fromkeys(["speedup", "speedup_lo", "speedup_hi", "speedup_mean", "speedup_mean_lo",
+                              "speedup_mean_hi"], float("nan"))
+    idx = np.random.default_rng(SEED).integers(0, len(wall), (BOOTSTRAP, len(wall)))
+    total = ar_wall[idx].sum(1) / wall[idx].sum(1)
+    mean = (ar_wall / wall)[idx].mean(1)
+    return {"speedup": ar_wall.sum() / wall.sum(), "speedup_lo": np.percentile(total, 2.5),
+            "speedup_hi": np.percentile(total, 97.5), "speedup_mean": (ar_wall / wall).mean(),
+            "speedup_mean_lo": np.percentile(mean, 2.5), "speedup_mean_hi": np.percentile(mean, 97.5)}
+
+
+def metrics(g: pd.DataFrame) -> dict:
+    """Every number of one group of records (a cell, or cells pooled over datasets, turns or runs)."""
+    ok = g[g.status == "ok"]
+    accepted = [a for block in ok.accepted for a in block]
+    drafted = [d for block in ok.drafted for d in block]
+    paired = ok[ok.ar_wall_s.notna()]
+    wall = ok.wall_s.sum()
+    lossless = "n/a"
+    if len(paired) and (g.temperature == 0).all():
+        lossless = all(a == b for a, b in zip(paired.output_ids, paired.ar_output_ids))
+    sources = sorted(set(g.source))
+    return {
+        "n": len(ok), "failed": int((g.status != "ok").sum()), "new_tokens": int(ok.new_tokens.sum()),
+        "tau": _div(ok.new_tokens.sum(), ok.target_calls.sum()), "accept_rate": _div(sum(accepted), sum(drafted)),
+        **speedups(paired.ar_wall_s.to_numpy(float), paired.wall_s.to_numpy(float)),
+        "tok_per_s": _div(ok.new_tokens.sum(), wall), "prefill_s": ok.prefill_s.sum(), "decode_s": ok.decode_s.sum(),
+        "prefill_share": _div(ok.prefill_s.sum(), wall), "lossless": lossless,
+        "pos_accept": position_acceptance(accepted, drafted), "n_paired": len(paired),
+        "source": sources[0] if len(sources) == 1 else "mixed",
+    }
+
+
+def method_order(tags) -> list[str]:
+    """ar first, then the other tags alphabetically (so rows, legends and colours keep one order)."""
+    return sorted(set(tags), key=lambda t: (t != "ar", t))
+
+
+def summarize(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """metrics() per group of `keys`, sorted with ar first."""
+    rows = [{**dict(zip(keys, k)), **metrics(g)} for k, g in df.groupby(keys, sort=True, dropna=False)]
+    out = pd.DataFrame(rows)
+    if "method" in keys and len(out):
+        rank = {t: i for i, t in enumerate(method_order(out.method))}
+        out = out.sort_values([k for k in keys if k != "method"] + ["method"],
+                              key=lambda s: s.map(rank) if s.name == "method" else s, kind="stable")
+    return out.reset_index(drop=True)
+
+
+def mark(source: str) -> str:
+    return MARKS.get(source, "?")
+
+
+def dataset_order(df: pd.DataFrame) -> list[tuple[str, str]]:
+    """(group, dataset) in TABED's column order, then the other groups and datasets alphabetically."""
+    groups = dict(zip(df.dataset, df.group))
+    known = [d for d in TABED_DATASETS if d in groups]
+    rest = sorted((groups[d], d) for d in groups if d not in TABED_DATASETS)
+    return [(groups[d], d) for d in known] + rest
+
+
+# --- tables --------------------------------------------------------------------------------------------
+
+
+def compared(df: pd.DataFrame) -> set[str]:
+    """Pairs with records of some method besides ar (the paper tables have nothing to show for the others)."""
+    return set(df.pair[df.method_name != "ar"])
+
+
+def labels(s: pd.DataFrame, col: str) -> dict[str, str]:
+    """Column labels: each dataset (or task) with the mark of its data source."""
+    src = s.groupby(col).source.agg(lambda x: mark(x.iloc[0]) if x.nunique() == 1 else "?")
+    return {c: f"{c}{m}" for c, m in src.items()}
+
+
+def wide(s: pd.DataFrame, col: str, order: list[tuple[str, str]]) -> pd.DataFrame:
+    """Rows (metric, method), columns (group, dataset+mark) then Summary mean / worst, from a summary `s` with
+    one row per (col, method); ar's rows are left out (its tau and speedup are 1 by definition)."""
+    names = labels(s, col)
+    s = s[s.method != "ar"]
+    blocks = {}
+    for label, key in (("τ", "tau"), ("speedup", "speedup")):
+        t = s.pivot(index="method", columns=col, values=key)
+        present = [(g, c) for g, c in order if c in t.columns]
+        t = t.reindex(index=method_order(t.index), columns=[c for _, c in present])
+        summary = {("Summary", "mean"): t.mean(axis=1), ("Summary", "worst"): t.min(axis=1)}
+        t.columns = pd.MultiIndex.from_tuples([(GROUP_NAMES.get(g, g), names[c]) for g, c in present])
+        blocks[label] = t.join(pd.DataFrame(summary))
+    return pd.concat(blocks, names=["metric", "method"])
+
+
+def table1(df: pd.DataFrame) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
+    """TABED Table 1: per pair and turn, methods x datasets (grouped), tau and speedup."""
+    out = {}
+    for (pair, turn), g in df[df.pair.isin(compared(df))].groupby(["pair", "turn"]):
+        which = "first turn" if turn == 0 else "second turn" if turn == 1 else f"turn {turn + 1}"
+        out[f"Table 1 layout: pair {pair}, {which}"] = wide(summarize(g, ["dataset", "method"]), "dataset",
+                                                           dataset_order(g))
+    return out, summarize(df, ["pair", "turn", "group", "dataset", "method"])
+
+
+def eagle(df: pd.DataFrame) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
+    """EAGLE's layout: per pair, a row per method, speedup and tau per dataset (all turns), then their mean."""
+    out = {}
+    for pair, g in df[df.pair.isin(compared(df))].groupby("pair"):
+        s = summarize(g, ["dataset", "method"])
+        names = labels(s, "dataset")
+        s = s[s.method != "ar"]
+        t = s.pivot(index="method", columns="dataset", values=["speedup", "tau"]).rename(columns={"tau": "τ"})
+        t = t.swaplevel(axis=1).reindex(index=method_order(s.method), columns=[
+            (d, m) for _, d in dataset_order(g) if d in set(s.dataset) for m in ("speedup", "τ")])
+        for m in ("speedup", "τ"):
+            t[("mean", m)] = t.xs(m, axis=1, level=1).mean(axis=1)
+        t.columns = pd.MultiIndex.from_tuples([(names.get(d, d), m) for d, m in t.columns])
+        out[f"EAGLE layout: pair {pair} (all turns)"] = t
+    return out, summarize(df, ["pair", "group", "dataset", "method"])
+
+
+def robust(df: pd.DataFrame) -> pd.DataFrame:
+    """Per pair, turn and method: mean speedup over datasets and the worst dataset."""
+    s = summarize(df, ["pair", "turn", "dataset", "method"])
+    s = s[(s.method != "ar") & s.speedup.notna()]
+    rows = []
+    for (pair, turn, method), g in s.groupby(["pair", "turn", "method"], sort=False):
+        worst = g.loc[g.speedup.idxmin()]
+        rows.append({"pair": pair, "turn": turn, "method": method, "robust_speedup": g.speedup.mean(),
+                     "worst_speedup": worst.speedup, "worst_dataset": f"{worst.dataset}{mark(worst.source)}",
+                     "datasets": len(g), "mean_tau": g.tau.mean()})
     return pd.DataFrame(rows)
 
 
-def _method_row(m: pd.DataFrame, ar: pd.DataFrame | None) -> dict:
-    ok = m[m.status == "ok"]
-    drafted = sum(sum(d) for d in ok.drafted)
-    accepted = sum(sum(a) for a in ok.accepted)
-    row = {
-        "method": m.method.iloc[0],
-        "n": len(ok),
-        "failed": int((m.status != "ok").sum()),
-        "new_tokens": int(ok.new_tokens.sum()),
-        "tau": ok.new_tokens.sum() / ok.target_calls.sum() if len(ok) else float("nan"),
-        "accept_rate": accepted / drafted if drafted else float("nan"),
-        "tok_per_s": ok.new_tokens.sum() / ok.wall_s.sum() if len(ok) else float("nan"),
-        "speedup": float("nan"), "speedup_mean": float("nan"), "lossless": "n/a",
-    }
-    if ar is not None and len(ok):
-        ar_ok = ar[ar.status == "ok"][["id", "turn", "wall_s", "output_ids"]]
-        paired = ok.merge(ar_ok, on=["id", "turn"], suffixes=("", "_ar"), how="inner")
-        if len(paired):
-            row["speedup"] = paired.wall_s_ar.sum() / paired.wall_s.sum()
-            row["speedup_mean"] = (paired.wall_s_ar / paired.wall_s).mean()
-            if m.temperature.iloc[0] == 0:
-                same = all(a == b for a, b in zip(paired.output_ids, paired.output_ids_ar))
-                row["lossless"] = bool(same)
-    return row
+def second_turn(df: pd.DataFrame) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
+    """Second turns by task (pooled over datasets), where runs have a `second_turn` task."""
+    out, df = {}, df[(df.turn == 1) & (df.task != "")]
+    for pair, g in df[df.pair.isin(compared(df))].groupby("pair"):
+        s = summarize(g, ["task", "method"])
+        order = [("second-turn task", t) for t in sorted(s.task.unique())]
+        out[f"Second turn by task: pair {pair} (pooled over datasets)"] = wide(s, "task", order)
+    return out, summarize(df, ["pair", "task", "method"])
 
 
-def build_tables(df: pd.DataFrame) -> dict[tuple, pd.DataFrame]:
-    tables = {}
-    for key, group in df.groupby(KEYS, sort=True):
-        ar = group[group.method_name == "ar"]
-        ar = ar if len(ar) else None
-        order = sorted(group.method.unique(), key=lambda t: (t != "ar", t))
-        rows = [_method_row(group[group.method == t], ar) for t in order]
-        table = pd.DataFrame(rows)
-        table.attrs["source"] = ",".join(sorted(set(group.source)))
-        tables[key] = table
-    return tables
+# --- rendering -----------------------------------------------------------------------------------------
+
+CELL_COLUMNS = ["method", "turn", "n", "failed", "new_tokens", "tau", "accept_rate", "speedup", "speedup_ci",
+                "speedup_mean", "tok_per_s", "prefill_s", "decode_s", "lossless"]
 
 
-def render(tables: dict[tuple, pd.DataFrame]) -> str:
+def render_cells(cells: pd.DataFrame) -> str:
+    """Markdown: one table per (run, pair, dataset, task), a row per method (and turn)."""
     parts = []
-    for (run, pair, dataset), table in tables.items():
-        parts.append(f"### run={run} pair={pair} dataset={dataset} (data: {table.attrs['source'] or 'unknown'})\n")
-        parts.append(table.to_markdown(index=False, floatfmt=".2f") + "\n")
+    for (run, pair, dataset, task), t in cells.groupby(["run", "pair", "dataset", "task"], sort=False):
+        t = t.assign(speedup_ci=[f"{lo:.2f}–{hi:.2f}" if lo == lo else "" for lo, hi in zip(t.speedup_lo,
+                                                                                          t.speedup_hi)])
+        cols = [c for c in CELL_COLUMNS if c != "turn" or t.turn.nunique() > 1]
+        second = f" second_turn={task}" if task else ""
+        sources = ", ".join(sorted(set(t.source)))
+        parts.append(f"### run={run} pair={pair} dataset={dataset}{second} (data: {sources}{mark_note(t.source)})\n")
+        shown = t[cols].astype(object).where(t[cols].notna(), None)  # NaN (e.g. ar's acceptance) prints as -
+        parts.append(shown.to_markdown(index=False, floatfmt=".2f", missingval="-") + "\n")
     return "\n".join(parts)
+
+
+def mark_note(sources) -> str:
+    s = set(sources)
+    if "bundled" in s:
+        return " — OFFLINE BUNDLE, not the benchmark's data"
+    return "" if s <= {"hub", "file"} else " — unfinished"
+
+
+def flat_markdown(t: pd.DataFrame) -> str:
+    """A wide table as Markdown: column groups become a first header line of their own."""
+    t, groups = t.copy(), ""
+    if t.columns.get_level_values(1).nunique() < len(t.columns):  # (dataset, metric): name both
+        t.columns = [f"{a} {b}" for a, b in t.columns]
+    else:  # (group, dataset): the groups go on a line above
+        groups = " | ".join(f"**{g}**: {', '.join(t[g].columns)}" for g in t.columns.unique(0)) + "\n\n"
+        t.columns = [b for _, b in t.columns]
+    t.index = [" ".join(str(x) for x in i) if isinstance(i, tuple) else i for i in t.index]
+    return f"{groups}{t.to_markdown(floatfmt='.2f')}\n"
+
+
+def tex(s: str) -> str:
+    for a, b in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("&", r"\&"), ("%", r"\%"), ("#", r"\#"),
+                 ("τ", r"$\tau$"), ("†", r"\textsuperscript{\dag}"), ("‡", r"\textsuperscript{\ddag}"),
+                 ("?", r"\textsuperscript{?}"), ("×", r"$\times$")):
+        s = s.replace(a, b)
+    return s
+
+
+def latex(t: pd.DataFrame, title: str) -> str:
+    """A booktabs table (needs \\usepackage{booktabs,multirow}) with the data-source footnote."""
+    t = t.rename(index=lambda x: tex(str(x)), columns=lambda x: tex(str(x)))
+    body = (t.style.format(precision=2, na_rep="--").hide(axis="index", names=True)
+            .to_latex(hrules=True, multicol_align="c", multirow_align="t", column_format="ll" + "r" * t.shape[1]
+                      if t.index.nlevels == 2 else "l" + "r" * t.shape[1]))
+    return (f"\\begin{{table*}}[t]\n\\centering\\small\n{body}\\par\\smallskip\n"
+            f"\\parbox{{\\linewidth}}{{\\footnotesize {tex(FOOTNOTE)}}}\n\\caption{{{tex(title)}}}\n\\end{{table*}}\n")
+
+
+def write_tables(built: tuple[dict[str, pd.DataFrame], pd.DataFrame], out: Path, name: str) -> str:
+    """name.md and name.tex (the wide tables), name.csv (the numbers behind them, one row per group)."""
+    tables, numbers = built
+    md = "".join(f"#### {title}\n\n{flat_markdown(t)}\n" for title, t in tables.items())
+    md += f"{FOOTNOTE}\n" if tables else ""
+    (out / f"{name}.md").write_text(md)
+    (out / f"{name}.tex").write_text("\n".join(latex(t, title) for title, t in tables.items()))
+    numbers.to_csv(out / f"{name}.csv", index=False)
+    return md
+
+
+def report(root: Path) -> str:
+    """Write every report file for the records under `root` and return the Markdown."""
+    df = load(root)
+    cells = summarize(df, CELL_KEYS)
+    cells.to_csv(root / "report.csv", index=False)
+    text = render_cells(cells)
+    out = root / "tables"
+    out.mkdir(exist_ok=True)
+    parts = [text, write_tables(table1(df), out, "table1"), write_tables(eagle(df), out, "eagle"),
+             write_tables(second_turn(df), out, "second_turn")]
+    rob = robust(df)
+    rob.to_csv(out / "robust.csv", index=False)
+    if len(rob):
+        rob_md = rob.to_markdown(index=False, floatfmt=".2f")
+        (out / "robust.md").write_text(f"{rob_md}\n\n{FOOTNOTE}\n")
+        (out / "robust.tex").write_text(latex(rob.set_index(["pair", "method"]), "Robust speedup (mean over "
+                                                                                  "datasets) and worst dataset"))
+        parts.append(f"#### Robust speedup\n\n{rob_md}\n")
+    text = "\n".join(p for p in parts if p)
+    (root / "report.md").write_text(text)
+    return text
+
+
+# --- status --------------------------------------------------------------------------------------------
+
+
+def expected_cells(root: Path) -> set[Path]:
+    """Cells the multiruns recorded under root/.hydra/*/multirun.yaml ask for: each job's overrides (the sweep
+    preset's params, then the command line, as Hydra's basic sweeper combines them) composed into a config."""
+    from hydra import compose, initialize_config_dir
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    from harness.records import cell_dir
+
+    expected = set()
+    for multirun in sorted(root.glob(".hydra/*/multirun.yaml")):
+        hydra_cfg = OmegaConf.load(multirun).hydra
+        params = [f"{k}={v}" for k, v in (hydra_cfg.sweeper.get("params") or {}).items()]
+        task = [o for o in hydra_cfg.overrides.task if not o.lstrip("+~").startswith("hydra")]
+        overrides = OverridesParser.create().parse_overrides(params + task)
+        jobs = [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
+        try:
+            with initialize_config_dir(str(PROJECT_ROOT / "conf"), version_base="1.3"):
+                for job in jobs:
+                    cfg = compose("config", overrides=[o for o in job if not o.lstrip("+~").startswith("hydra")])
+                    cfg.output_root = str(root)
+                    expected.add(cell_dir(cfg))
+        except Exception as err:  # noqa: BLE001 - e.g. the configs changed since: list what exists
+            print(f"warning: cannot expand {multirun} ({type(err).__name__}: {err})", file=sys.stderr)
+    return expected
+
+
+def status(root: Path) -> pd.DataFrame:
+    """One row per cell: done (finished, no failed sample), failed (finished with failed samples), partial
+    (started, not finished: interrupted or still running) or missing (asked for by a multirun, not started)."""
+    rows = []
+    found = {p.parent for p in root.rglob(CONFIG) if not any(s.startswith(".") for s in p.relative_to(root).parts)}
+    for cell in sorted(found | expected_cells(root)):
+        samples = complete_records(cell / SAMPLES) if (cell / SAMPLES).exists() else []
+        ids = {r["id"] for r in samples}
+        summary = json.loads((cell / SUMMARY).read_text()) if (cell / SUMMARY).exists() else None
+        if not cell.exists():
+            state, note = "missing", ""
+        elif summary is None:
+            state, note = "partial", f"{len(ids)} samples so far"
+        elif summary.get("n_failed"):
+            state, note = "failed", f"{summary['n_failed']} of {summary['n_records']} records failed"
+        else:
+            state, note = "done", f"{len(ids)} samples"
+        rows.append({"state": state, "cell": str(cell.relative_to(root)), "note": note})
+    return pd.DataFrame(rows, columns=["state", "cell", "note"])
+
+
+# --- command line --------------------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.report", description=__doc__.split("\n")[0])
     parser.add_argument("results", type=Path, help="a results directory (any level: root, run, pair, ...)")
+    parser.add_argument("--status", action="store_true", help="list done / partial / failed / missing cells "
+                        "(missing ones are found from multiruns under RESULTS/.hydra: give the output root)")
     args = parser.parse_args(argv)
-    if not args.results.is_dir():
+    root = args.results.resolve()
+    if not root.is_dir():
         print(f"error: {args.results} is not a directory", file=sys.stderr)
         return 2
-    df = load_records(args.results)
-    if df.empty:
+    if args.status:
+        table = status(root)
+        if table.empty:
+            print(f"no cells under {args.results}")
+            return 0
+        print(table.to_markdown(index=False))
+        print(", ".join(f"{s}: {(table.state == s).sum()}" for s in ("done", "partial", "failed", "missing")))
+        return 0
+    if not any(root.rglob(SAMPLES)):
         print(f"error: no cells with {SAMPLES} under {args.results}", file=sys.stderr)
         return 2
-    tables = build_tables(df)
-    text = render(tables)
-    print(text)
-    (args.results / "report.md").write_text(text)
-    pd.concat([t.assign(run=k[0], pair=k[1], dataset=k[2]) for k, t in tables.items()]).to_csv(
-        args.results / "report.csv", index=False)
-    print(f"wrote {args.results / 'report.md'} and {args.results / 'report.csv'}")
+    print(report(root))
+    print(f"wrote {root / 'report.md'}, {root / 'report.csv'} and {root / 'tables'}/")
     return 0
 
 

@@ -1,24 +1,37 @@
 """The report on hand-built records, where every number can be computed by hand."""
 import json
 
+import numpy as np
 import pytest
 import yaml
 
-from harness.report import build_tables, load_records, main
+from harness.report import (
+    CELL_KEYS, eagle, load, main, position_acceptance, robust, second_turn, speedups, status, summarize, table1,
+)
 
 
-def write_cell(root, method, tag, rows, temperature=0.0):
-    cell = root / "r1" / "p1" / "d1" / tag
+def write_cell(root, method, tag, rows, temperature=0.0, dataset="d1", group="benchmark", source="bundled",
+               task=None, run="r1", shard=None, summary=True, method_keys=None, extra=None):
+    """A cell directory as harness.run writes it; rows: (id, new, calls, wall, ids, accepted, drafted[, turn]);
+    `method_keys` join the method's config, `extra` every record."""
+    cell = root / run / "p1" / dataset / (tag + (f"_shard{shard[0]}of{shard[1]}" if shard else ""))
     cell.mkdir(parents=True)
-    cfg = {"run_name": "r1", "pair": {"name": "p1"}, "dataset": {"name": "d1", "source": "bundled"},
-           "method": {"name": method, "tag": tag}, "temperature": temperature}
+    cfg = {"run_name": run, "pair": {"name": "p1"}, "method": {"name": method, "tag": tag, **(method_keys or {})},
+           "dataset": {"name": dataset, "group": group, "second_turn": task}, "temperature": temperature}
     (cell / "config.yaml").write_text(yaml.safe_dump(cfg))
     lines = []
-    for sid, new, calls, wall, ids, acc, dr in rows:
-        lines.append(json.dumps({"id": sid, "turn": 0, "status": "ok", "error": None, "new_tokens": new,
+    for sid, new, calls, wall, ids, acc, dr, *turn in rows:
+        turn = turn[0] if turn else 0
+        last = task is None or turn == 1
+        lines.append(json.dumps({"id": sid, "turn": turn, "status": "ok", "error": None, "new_tokens": new,
                                  "target_calls": calls, "wall_s": wall, "prefill_s": 0.1, "decode_s": wall - 0.1,
-                                 "output_ids": ids, "accepted": acc, "drafted": dr, "final_turn": True}))
+                                 "output_ids": ids, "accepted": acc, "drafted": dr, "final_turn": last,
+                                 **(extra or {})}))
     (cell / "samples.jsonl").write_text("\n".join(lines) + "\n")
+    if summary:
+        (cell / "summary.json").write_text(json.dumps({"dataset_source": source, "n_failed": 0,
+                                                       "n_records": len(rows)}))
+    return cell
 
 
 @pytest.fixture
@@ -31,32 +44,124 @@ def results(tmp_path):
     return tmp_path
 
 
+def cell_row(root, method):
+    return summarize(load(root), CELL_KEYS).set_index("method").loc[method]
+
+
 def test_numbers_by_hand(results):
-    (table,) = build_tables(load_records(results)).values()
-    ar, sd = table.set_index("method").loc["ar"], table.set_index("method").loc["sd_g4"]
+    ar, sd = cell_row(results, "ar"), cell_row(results, "sd_g4")
     assert ar.tau == 1.0 and ar.speedup == 1.0 and ar.lossless == True  # noqa: E712 (numpy bool)
+    assert ar.speedup_lo == ar.speedup_hi == 1.0
     assert sd.n == 2 and sd.failed == 1 and sd.new_tokens == 6
     assert sd.tau == pytest.approx(6 / 4)
     assert sd.accept_rate == pytest.approx(2 / 5)
     assert sd.speedup == pytest.approx(3.0 / 1.5)
     assert sd.speedup_mean == pytest.approx((2.0 / 1.0 + 1.0 / 0.5) / 2)
     assert sd.lossless == False  # noqa: E712 - sample b differs in its second token
+    assert sd.pos_accept == [0.5, 1.0, 0.0, 0.0]  # a: 2 of 4 accepted; b: 0 of 1 (only a drafted a 2nd)
+    assert sd.tok_per_s == pytest.approx(6 / 1.5) and sd.prefill_s == pytest.approx(0.2)
+
+
+def test_position_acceptance_counts_blocks_that_reached_each_position():
+    # blocks: (accepted, drafted) = (3, 5), (0, 5), (5, 5), (1, 2)
+    assert position_acceptance([3, 0, 5, 1], [5, 5, 5, 2]) == [0.75, 0.5, 0.6667, 0.3333, 0.3333]
+    assert position_acceptance([], []) == []
+
+
+def test_bootstrap_interval_is_seeded_and_brackets_the_estimate():
+    rng = np.random.default_rng(1)
+    ar, m = rng.uniform(1, 2, 40), rng.uniform(0.5, 1, 40)
+    first, again = speedups(ar, m), speedups(ar, m)
+    assert first == again
+    assert first["speedup_lo"] < first["speedup"] < first["speedup_hi"]
+    assert first["speedup_mean_lo"] < first["speedup_mean"] < first["speedup_mean_hi"]
 
 
 def test_sampling_runs_have_no_lossless_verdict(tmp_path):
     write_cell(tmp_path, "ar", "ar", [("a", 2, 2, 1.0, [1, 2], [], [])], temperature=0.7)
     write_cell(tmp_path, "sd", "sd_g4", [("a", 2, 1, 0.5, [1, 3], [1], [1])], temperature=0.7)
-    (table,) = build_tables(load_records(tmp_path)).values()
-    assert table.set_index("method").loc["sd_g4"].lossless == "n/a"
+    assert cell_row(tmp_path, "sd_g4").lossless == "n/a"
 
 
-def test_cli_writes_markdown_and_csv(results, capsys):
-    assert main([str(results)]) == 0
+def test_shards_of_a_cell_merge_and_partial_samples_are_left_out(tmp_path):
+    write_cell(tmp_path, "ar", "ar", [("a", 2, 2, 1.0, [1, 2], [], []), ("c", 2, 2, 1.0, [3, 4], [], [])],
+               shard=(0, 2))
+    shard1 = write_cell(tmp_path, "ar", "ar", [("b", 2, 2, 3.0, [9, 9], [], [])], shard=(1, 2), summary=False)
+    with open(shard1 / "samples.jsonl", "a") as f:  # an interrupted run: a sample without its final turn, torn line
+        f.write(json.dumps({"id": "d", "turn": 0, "status": "ok", "new_tokens": 1}) + "\n{\"id\": \"e\", \"tu")
+    df = load(tmp_path)
+    assert sorted(df.id) == ["a", "b", "c"]
+    (row,) = summarize(df, CELL_KEYS).itertuples()
+    assert row.n == 3 and row.new_tokens == 6 and row.source == "mixed"  # one shard has no summary yet
+
+
+@pytest.fixture
+def paper(tmp_path):
+    """Two datasets (one bundled) with a second-turn task, ar + two methods."""
+    for dataset, group, source, k in (("pope", "benchmark", "bundled", 1.0), ("nq", "nlp", "hub", 2.0)):
+        rows = [(s, 4, 4, 2.0 * k, [1, 2, 3, 4], [], [], t) for s in ("a", "b") for t in (0, 1)]
+        write_cell(tmp_path, "ar", "ar", rows, dataset=dataset, group=group, source=source, task="summary")
+        for tag, wall in (("sd_M", 1.0), ("tabed_MT", 0.5)):
+            rows = [(s, 4, 2, wall * k * (1 + t), [1, 2, 3, 4], [2], [4], t) for s in ("a", "b") for t in (0, 1)]
+            write_cell(tmp_path, "sd", tag, rows, dataset=dataset, group=group, source=source, task="summary")
+    return tmp_path
+
+
+def test_table1_layout_groups_datasets_and_marks_bundled_data(paper):
+    tables, numbers = table1(load(paper))
+    first = tables["Table 1 layout: pair p1, first turn"]
+    assert list(first.columns) == [("Benchmark", "pope†"), ("NLP", "nq"), ("Summary", "mean"), ("Summary", "worst")]
+    assert list(first.index) == [("τ", "sd_M"), ("τ", "tabed_MT"), ("speedup", "sd_M"), ("speedup", "tabed_MT")]
+    assert first.loc[("speedup", "tabed_MT"), ("Benchmark", "pope†")] == pytest.approx(4.0)
+    assert first.loc[("τ", "sd_M"), ("Summary", "mean")] == pytest.approx(2.0)
+    second = tables["Table 1 layout: pair p1, second turn"]
+    assert second.loc[("speedup", "sd_M"), ("NLP", "nq")] == pytest.approx(1.0)  # turn 2 took twice as long
+    assert {"pair", "turn", "group", "dataset", "method", "tau", "speedup", "source"} <= set(numbers.columns)
+
+
+def test_eagle_robust_and_second_turn_tables(paper):
+    df = load(paper)
+    (t,) = eagle(df)[0].values()
+    assert list(t.columns) == [("pope†", "speedup"), ("pope†", "τ"), ("nq", "speedup"), ("nq", "τ"),
+                               ("mean", "speedup"), ("mean", "τ")]
+    assert t.loc["tabed_MT", ("mean", "speedup")] == pytest.approx(8 / 3)  # both turns: ar 4 x 2 s, tabed 2 x 1.5 s
+    rob = robust(df).set_index(["turn", "method"])
+    assert rob.loc[(0, "sd_M"), "robust_speedup"] == pytest.approx(2.0)
+    assert rob.loc[(0, "sd_M"), "worst_dataset"] in ("pope†", "nq")
+    (turn2,) = second_turn(df)[0].values()
+    assert ("second-turn task", "summary?") in turn2.columns  # pooled over a bundled and a hub dataset: mixed
+    assert turn2.loc[("speedup", "sd_M"), ("second-turn task", "summary?")] == pytest.approx(1.0)
+
+
+def test_cli_writes_markdown_csv_and_latex(paper, capsys):
+    assert main([str(paper)]) == 0
     out = capsys.readouterr().out
-    assert "sd_g4" in out and "run=r1 pair=p1 dataset=d1" in out
-    assert (results / "report.md").exists() and "sd_g4" in (results / "report.csv").read_text()
+    assert "run=r1 pair=p1 dataset=pope second_turn=summary" in out and "OFFLINE BUNDLE" in out
+    assert (paper / "report.md").exists() and "tabed_MT" in (paper / "report.csv").read_text()
+    tex = (paper / "tables" / "table1.tex").read_text()
+    assert r"\toprule" in tex and r"\bottomrule" in tex and r"\multicolumn{2}{c}{Summary}" in tex
+    assert r"pope\textsuperscript{\dag}" in tex and "offline bundle" in tex and r"tabed\_MT" in tex
+    for name in ("table1", "eagle", "second_turn", "robust"):
+        assert "offline bundle" in (paper / "tables" / f"{name}.md").read_text()
 
 
 def test_cli_on_empty_dir_fails_clearly(tmp_path, capsys):
     assert main([str(tmp_path)]) == 2
     assert "no cells" in capsys.readouterr().err
+
+
+def test_status_lists_done_partial_failed_and_missing_cells(results):
+    write_cell(results, "sd", "sd_g2", [("a", 4, 2, 1.0, [1], [2], [2])], summary=False)
+    bad = write_cell(results, "sd", "sd_g3", [("a", 4, 2, 1.0, [1], [2], [2])])
+    (bad / "summary.json").write_text(json.dumps({"n_failed": 1, "n_records": 2}))
+    # A multirun over the bundled tiny set asks for ar and sd cells of run r1, pair p1.
+    multirun = results / ".hydra" / "2026-01-01_00-00-00" / "multirun.yaml"
+    multirun.parent.mkdir(parents=True)
+    multirun.write_text(yaml.safe_dump({"hydra": {"sweeper": {"params": {"method": "ar,sd"}},
+                                                  "overrides": {"task": ["run_name=r1", "pair.name=p1", "dataset=tiny",
+                                                                         "hydra/launcher=basic"]}}}))
+    table = status(results).set_index("cell")
+    assert table.state.to_dict() == {"r1/p1/d1/ar": "done", "r1/p1/d1/sd_g2": "partial", "r1/p1/d1/sd_g3": "failed",
+                                     "r1/p1/d1/sd_g4": "done", "r1/p1/tiny/ar": "missing",
+                                     "r1/p1/tiny/sd_M_g5_w1": "missing"}
+    assert main(["--status", str(results)]) == 0

@@ -1,0 +1,280 @@
+"""`python -m harness.figures RESULTS_DIR [--out DIR]`: paper-style figures from the records below RESULTS_DIR,
+as PNG and PDF, by default into RESULTS_DIR/figures/:
+
+  speedup          walltime speedup over ar per dataset, bars per method, 95% bootstrap interval, mean group
+  tau              mean acceptance length tau per dataset, bars per method
+  acceptance       per-position acceptance: the fraction of blocks whose first i drafts were all accepted
+  tabed_weights_*  TABED's weight on each drafting mode, block by block, for a few samples (one file per
+                   TABED method; --samples ID,... picks them, else the longest answers of distinct datasets)
+  cost_model       measured speedup against the draft step cost c, with the cost model S = tau / (1 + gamma c)
+
+Numbers come from `harness.report` (same pairing with ar, same pooling: all turns of a dataset together).
+A method has one colour in every figure. Datasets whose samples were not the benchmark's own data carry the
+report's marks (dagger: offline bundle) with a footnote. The cost c of one draft step, relative to one target
+step, is measured per cell: t_target = ar's decode time per decode call (same samples), and
+c = (decode time - verify calls * t_target) / (drafted tokens * t_target), so the extra cost of verifying
+gamma + 1 tokens instead of one is counted in c. `--cost FILE` (JSON {"PAIR": c}) replaces it, e.g. with a
+micro-benchmark's value.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from harness.report import dataset_order, labels, load, method_order, summarize
+
+COLUMN, PAGE = 3.4, 7.0  # figure widths (inches) for one and two text columns
+# Okabe-Ito: distinguishable with colour-blindness and in greyscale print; ar is grey.
+PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
+MARKERS = "osD^vPX*"  # with the colour, so that curves that coincide stay distinguishable
+MODE_COLOURS = {"M": "#0072B2", "T": "#E69F00", "C": "#009E73", "P": "#CC79A7"}
+MODE_NAMES = {"M": "M (multimodal)", "T": "T (text-only)", "C": "C (caption)", "P": "P (pooled image)"}
+MARK_NOTES = {"†": "† offline bundle (stand-in data, not the benchmark's)",
+              "‡": "‡ prompts written by this project", "?": "? unfinished cell or mixed data sources"}
+STYLE = {"font.size": 8, "axes.labelsize": 8, "axes.titlesize": 8, "legend.fontsize": 7, "xtick.labelsize": 7,
+         "ytick.labelsize": 7, "axes.spines.top": False, "axes.spines.right": False, "axes.axisbelow": True,
+         "axes.grid": True, "axes.grid.axis": "y", "grid.linewidth": 0.4, "grid.color": "#dddddd",
+         "legend.frameon": False, "savefig.dpi": 300, "savefig.bbox": "tight", "pdf.fonttype": 42,
+         "ps.fonttype": 42}
+
+
+def short(tag: str) -> str:
+    """A legend label: the method tag without its default parts (gamma 5, chain, batched drafts)."""
+    return re.sub(r"_(g5|w1|batchedTrue)(?=_|$)", "", tag)
+
+
+def colours(tags) -> dict[str, str]:
+    """One colour per method tag, in method_order: compute it once from all records, use it everywhere."""
+    others = [t for t in method_order(tags) if t != "ar"]
+    palette = PALETTE if len(others) <= len(PALETTE) else [matplotlib.colormaps["tab20"](i % 20) for i in
+                                                           range(len(others))]
+    return {"ar": "#999999", **{t: palette[i] for i, t in enumerate(others)}}
+
+
+def markers(tags) -> dict[str, str]:
+    others = [t for t in method_order(tags) if t != "ar"]
+    return {"ar": "x", **{t: MARKERS[i % len(MARKERS)] for i, t in enumerate(others)}}
+
+
+def _footnote(ax, names) -> None:
+    """Explain the data-source marks that appear in `names`, under the axis (in place of an x label)."""
+    notes = [note for m, note in MARK_NOTES.items() if any(n.endswith(m) for n in names)]
+    if notes:
+        ax.set_xlabel("    ".join(notes), fontsize=6, color="#555555", labelpad=6)
+
+
+def bars(df: pd.DataFrame, value: str, ylabel: str, cmap: dict, interval: bool = False):
+    """Grouped bars: one group per dataset (plus the mean over datasets), one bar per method; ar at 1 is the
+    dashed line rather than a bar."""
+    s = summarize(df, ["dataset", "method"])
+    names = labels(s, "dataset")
+    s = s[(s.method != "ar") & s[value].notna()]
+    if s.empty:
+        return None
+    datasets = [d for _, d in dataset_order(df) if d in set(s.dataset)]
+    methods = [m for m in method_order(s.method) if m != "ar"]
+    table = s.pivot(index="dataset", columns="method", values=value).reindex(index=datasets, columns=methods)
+    groups = [names[d] for d in datasets] + (["mean"] if len(datasets) > 1 else [])
+    fig = Figure(figsize=(COLUMN if len(groups) <= 4 else PAGE, 2.3))
+    ax = fig.subplots()
+    width = min(0.8 / len(methods), 0.3)
+    for i, m in enumerate(methods):
+        y = table[m].to_numpy()
+        if len(datasets) > 1:
+            y = np.append(y, np.nanmean(y))
+        x = np.arange(len(groups)) + (i - (len(methods) - 1) / 2) * width
+        err = None
+        if interval:
+            rows = s[s.method == m].set_index("dataset").reindex(datasets)
+            lo, hi = rows[f"{value}_lo"].to_numpy(), rows[f"{value}_hi"].to_numpy()
+            err = np.vstack([y[:len(datasets)] - lo, hi - y[:len(datasets)]])
+            err = np.hstack([err, np.full((2, len(groups) - len(datasets)), np.nan)])  # no interval on the mean
+        ax.bar(x, y, width * 0.92, color=cmap[m], label=short(m), yerr=err,
+               error_kw={"lw": 0.6, "capsize": 1.2, "ecolor": "#333333"})
+    ax.axhline(1.0, color="#555555", lw=0.7, ls="--", zorder=0)
+    if len(datasets) > 1:
+        ax.axvline(len(datasets) - 0.5, color="#bbbbbb", lw=0.5)
+    ax.set_xticks(np.arange(len(groups)), groups, rotation=30 if len(groups) > 5 else 0,
+                  ha="right" if len(groups) > 5 else "center")
+    ax.set_xlim(-0.5, len(groups) - 0.5)
+    ax.set_ylabel(ylabel)
+    ax.legend(ncol=min(len(methods), 4), loc="lower left", bbox_to_anchor=(0, 1.0), borderaxespad=0.2)
+    _footnote(ax, groups)
+    return fig
+
+
+def speedup_figure(df, cmap):
+    return bars(df, "speedup", "walltime speedup over ar (×)", cmap, interval=True)
+
+
+def tau_figure(df, cmap):
+    return bars(df, "tau", "τ (new tokens per target call)", cmap)
+
+
+def acceptance_figure(df, cmap):
+    s = summarize(df[df.method_name != "ar"], ["method"]) if (df.method_name != "ar").any() else pd.DataFrame()
+    s = s[[len(p) > 0 for p in s.pos_accept]] if len(s) else s
+    if s.empty:
+        return None
+    fig = Figure(figsize=(COLUMN, 2.3))
+    ax = fig.subplots()
+    marks = markers(df.method)
+    for _, row in s.iterrows():
+        pos = row.pos_accept
+        ax.plot(range(1, len(pos) + 1), pos, marker=marks[row.method], ms=4, mfc="none", lw=1.1,
+                color=cmap[row.method], label=short(row.method))
+    ax.set_xlabel("draft position i")
+    ax.set_ylabel("blocks accepting ≥ i drafts (fraction)")
+    ax.set_ylim(0, 1.02)
+    ax.set_xticks(range(1, max(len(p) for p in s.pos_accept) + 1))
+    ax.grid(axis="x")
+    ax.legend(loc="upper right")
+    return fig
+
+
+def pick_samples(recs: pd.DataFrame, samples: list[str] | None, n: int = 4) -> pd.DataFrame:
+    """The named samples, else the records with the most blocks, one per dataset first."""
+    if samples:
+        return recs[recs.id.isin(samples)].head(n)
+    recs = recs.assign(blocks=recs.weights.map(len)).sort_values(["blocks", "id"], ascending=[False, True])
+    first = recs.drop_duplicates("dataset")
+    return pd.concat([first, recs.drop(first.index)]).head(n)
+
+
+def weights_figure(df, method: str, samples: list[str] | None = None):
+    """TABED's weight on each drafting mode per block (stacked: the weights sum to 1) for up to 4 samples."""
+    recs = df[(df.method == method) & (df.status == "ok") & (df.weights.map(len) > 0)]
+    chosen = pick_samples(recs, samples)
+    if chosen.empty:
+        return None
+    fig = Figure(figsize=(COLUMN if len(chosen) == 1 else PAGE, 1.9))
+    axes = fig.subplots(1, len(chosen), sharey=True, squeeze=False)
+    for ax, (_, r) in zip(axes[0], chosen.iterrows()):
+        w = np.asarray(r.weights).T  # [modes, blocks]
+        modes = list(r.modes) if len(r.modes) == len(w) else [f"mode {i + 1}" for i in range(len(w))]
+        blocks, bottom = np.arange(1, w.shape[1] + 1), np.zeros(w.shape[1])
+        for mode, share in zip(modes, w):  # stacked: the weights of a block sum to 1
+            ax.bar(blocks, share, 1.0, bottom=bottom, color=MODE_COLOURS.get(mode, "#999999"), lw=0,
+                   label=MODE_NAMES.get(mode, mode))
+            bottom += share
+        ax.set_xlim(0.5, w.shape[1] + 0.5)
+        ax.set_ylim(0, 1)
+        ax.set_title(f"{r.dataset}: {r.id}" + (f" (turn {r.turn + 1})" if r.turn else ""), loc="left")
+        ax.set_xlabel("block")
+        ax.grid(False)
+    axes[0][0].set_ylabel(f"{short(method)} weight")
+    axes[0][0].legend(ncol=len(modes), loc="lower left", bbox_to_anchor=(0, 1.12), borderaxespad=0)
+    return fig
+
+
+def cell_costs(df, cost: dict | None = None) -> pd.DataFrame:
+    """Per method cell with ar twins: tau, mean drafts per block gamma, measured speedup and step cost c."""
+    rows = []
+    ok = df[(df.status == "ok") & (df.method_name != "ar") & df.ar_decode_s.notna()]
+    for (run, pair, dataset, task, method), g in ok.groupby(["run", "pair", "dataset", "task", "method"]):
+        blocks = (g.target_calls - 1).sum()
+        drafted = sum(sum(d) for d in g.drafted)
+        t_target = g.ar_decode_s.sum() / (g.ar_target_calls - 1).sum()
+        if not blocks or not drafted or not t_target > 0:
+            continue
+        c = (cost or {}).get(pair, (g.decode_s.sum() - blocks * t_target) / (drafted * t_target))
+        rows.append({"pair": pair, "dataset": dataset, "method": method, "c": c, "gamma": drafted / blocks,
+                     "tau": g.new_tokens.sum() / g.target_calls.sum(), "speedup": g.ar_wall_s.sum() / g.wall_s.sum()})
+    return pd.DataFrame(rows)
+
+
+def cost_figure(df, cmap, cost: dict | None = None):
+    """Each cell at (c, measured speedup); per method the curve S = tau / (1 + gamma c) at its pooled tau, gamma."""
+    cells = cell_costs(df, cost)
+    if cells.empty:
+        return None
+    fig = Figure(figsize=(COLUMN, 2.4))
+    ax = fig.subplots()
+    c_max = max(0.1, cells.c.max()) * 1.15
+    grid = np.linspace(min(0.0, cells.c.min()), c_max, 200)
+    marks = markers(df.method)
+    for method, g in cells.groupby("method"):
+        tau, gamma = g.tau.mean(), g.gamma.mean()
+        ax.plot(grid, tau / (1 + gamma * grid), color=cmap[method], lw=0.9, ls="--", alpha=0.8)
+        ax.scatter(g.c, g.speedup, s=16, marker=marks[method], facecolor="none", edgecolor=cmap[method],
+                   linewidth=0.9, label=f"{short(method)} (τ={tau:.2f})", zorder=3)
+    ax.axhline(1.0, color="#555555", lw=0.7, ls=":", zorder=0)
+    ax.plot([], [], color="#555555", lw=0.9, ls="--", label="S = τ / (1 + γc)")
+    ax.set_xlabel("draft step cost c (× one target step)")
+    ax.set_ylabel("walltime speedup over ar (×)")
+    ax.set_xlim(grid[0], c_max)
+    ax.set_ylim(bottom=0)
+    ax.grid(axis="x")
+    ax.legend(loc="upper right")
+    return fig
+
+
+def figures(df: pd.DataFrame, cost: dict | None = None, samples: list[str] | None = None) -> dict:
+    """Every figure the records allow, by file stem; a skipped figure maps to the reason (a string). Figures
+    are plain matplotlib Figures (no pyplot state): display them in a notebook, or save() them."""
+    with matplotlib.rc_context(STYLE):
+        return _figures(df, colours(df.method), cost, samples)
+
+
+def _figures(df, cmap, cost, samples) -> dict:
+    out = {
+        "speedup": speedup_figure(df, cmap) or "no method has ar records on the same samples",
+        "tau": tau_figure(df, cmap) or "no method other than ar",
+        "acceptance": acceptance_figure(df, cmap) or "no drafted blocks",
+        "cost_model": cost_figure(df, cmap, cost) or ("cannot measure the draft step cost: no method cell has ar "
+                                                      "twins with decode steps (run ar too, or pass --cost FILE)"),
+    }
+    tabed = [m for m in method_order(df.method) if (df[df.method == m].weights.map(len) > 0).any()]
+    for method in tabed:
+        out[f"tabed_weights_{method}"] = weights_figure(df, method, samples)
+    if not tabed:
+        out["tabed_weights"] = "no records with TABED weights (method=tabed)"
+    return out
+
+
+def save(figs: dict, out: Path) -> list[Path]:
+    """PNG and PDF of every figure into `out`; print what was skipped and why."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, fig in figs.items():
+        if isinstance(fig, str) or fig is None:
+            print(f"skipped {name}: {fig or 'nothing to plot'}")
+            continue
+        for ext in ("png", "pdf"):
+            with matplotlib.rc_context(STYLE):
+                fig.savefig(out / f"{name}.{ext}")
+            written.append(out / f"{name}.{ext}")
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m harness.figures", description=__doc__.split("\n")[0])
+    parser.add_argument("results", type=Path, help="a results directory (any level: root, run, pair, ...)")
+    parser.add_argument("--out", type=Path, help="where to write the figures (default RESULTS/figures)")
+    parser.add_argument("--cost", type=Path, help='JSON {"PAIR": c}: draft step cost per pair, instead of measuring')
+    parser.add_argument("--samples", help="comma-separated sample ids for the TABED weight figure")
+    args = parser.parse_args(argv)
+    if not args.results.is_dir():
+        print(f"error: {args.results} is not a directory", file=sys.stderr)
+        return 2
+    df = load(args.results)
+    if df.empty:
+        print(f"error: no cells with records under {args.results}", file=sys.stderr)
+        return 2
+    cost = json.loads(args.cost.read_text()) if args.cost else None
+    written = save(figures(df, cost, args.samples.split(",") if args.samples else None),
+                   args.out or args.results / "figures")
+    print("\n".join(f"wrote {p}" for p in written))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
