@@ -1,0 +1,572 @@
+"""Build tiny-llava (harness/zoo/tiny_llava.py) on CPU: a LLaVA target around frozen SmolLM2-135M-Instruct and
+a small LLaVA draft distilled from it.
+
+    python -m harness.zoo.train_vlm            # full build (~80 min on 2 CPU cores), writes weights/tiny-llava/
+    python -m harness.zoo.train_vlm --smoke    # end-to-end check in seconds on a tiny budget
+
+Stages (each resumable; intermediate files under `<cache_root>/tiny-llava/`, keyed by their settings):
+  1. data     render-free sample lists from harness.zoo.vlm_data: the target's training set, the draft's
+              distillation set (image samples + text-only prompts), the held-out eval sets.
+  2. text     SmolLM2's own greedy answers to the text prompts (the target with no image *is* SmolLM2): labels
+              for the target's "text question + unrelated picture" samples, and the draft's text-only data.
+  3. target   LLaVA recipe: the vision tower + projector learn, SmolLM2 stays frozen; cross-entropy on the answer
+              tokens (and the closing <|im_end|>), bf16 autocast, the shared system-prompt prefix computed once.
+  4. answers  the trained target answers the draft's image samples greedily; its top-k log-probabilities at
+              every answer token are kept as soft labels.
+  5. draft    a small Llama + its own projector (vision tower copied from the target, frozen), distilled on the
+              target's answers: every image sample as a multimodal view (M) and a text-only view (T: image
+              tokens -> newline), a few as pooled views (P); 3-5-image sequences only as T views (like TABED's
+              drafts, whose multimodal training saw single images). Soft cross-entropy against the top-k.
+  6. eval     accuracy on counting/colour/yes-no questions vs chance, how often answers change when the image
+              is swapped, and block efficiency tau (sd, gamma 5, greedy) of drafting modes M and T on the two
+              held-out sets; everything into `--out`/build.json.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import random
+import re
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+from transformers import DynamicCache, LogitsProcessor, LogitsProcessorList
+
+from harness.zoo import scenes, smollm2, tiny_llava, vlm_data
+from harness.zoo.tiny_llava import IMAGE_TOKENS
+
+EOS, NEWLINE = 2, 198
+
+
+def digest(*parts) -> str:
+    return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def atomic_save(obj, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(obj, path.with_suffix(".tmp"))
+    path.with_suffix(".tmp").rename(path)
+
+
+# --- tokens and pixels -----------------------------------------------------------------------------------
+
+class Encoder:
+    """Chat prompts as token ids (image tokens expanded) and images as pixel tensors, exactly as the
+    processor builds them at run time."""
+
+    def __init__(self, processor):
+        self.processor, self.tok = processor, processor.tokenizer
+        self.image_id = self.tok.convert_tokens_to_ids(tiny_llava.IMAGE_TOKEN)
+        self._cache = {}
+
+    def prompt(self, question: str, n_images: int) -> list[int]:
+        content = [{"type": "image"}] * n_images + [{"type": "text", "text": question}]
+        text = self.processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True)
+        text = text.replace(tiny_llava.IMAGE_TOKEN, tiny_llava.IMAGE_TOKEN * IMAGE_TOKENS)
+        return self.tok(text, add_special_tokens=False)["input_ids"]
+
+    def answer(self, text: str) -> list[int]:
+        return self.tok(text, add_special_tokens=False)["input_ids"] + [EOS]
+
+    def pixels(self, specs: list[dict]) -> torch.Tensor:
+        if not specs:
+            return torch.zeros(0, 3, tiny_llava.IMAGE_SIZE, tiny_llava.IMAGE_SIZE)
+        images = [scenes.render(s) for s in specs]
+        return self.processor.image_processor(images, return_tensors="pt")["pixel_values"]
+
+    @property
+    def prefix(self) -> list[int]:
+        """The token prefix every prompt shares (system prompt + '<|im_start|>user\\n')."""
+        a, b = self.prompt("a", 0), self.prompt("b", 1)
+        n = next(i for i, (x, y) in enumerate(zip(a, b)) if x != y)
+        return a[:n]
+
+
+# --- generation (stages 2 and 4) ----------------------------------------------------------------------------
+
+class TopK(LogitsProcessor):
+    """Records the top-k log-probabilities of every generation step; leaves the scores unchanged."""
+
+    def __init__(self, k: int):
+        self.k, self.steps = k, []
+
+    def __call__(self, input_ids, scores):
+        lp, ids = torch.log_softmax(scores.float(), dim=-1).topk(self.k, dim=-1)
+        self.steps.append((ids.to(torch.int32), lp.to(torch.float16)))
+        return scores
+
+
+@torch.no_grad()
+def generate(model, enc: Encoder, samples: list[dict], max_new: int, topk: int, use_images: bool = True) -> list[dict]:
+    """Greedy answers (left-padded batch); per sample: prompt ids, response ids (EOS included when reached),
+    top-k ids and log-probs at each response position."""
+    prompts = [enc.prompt(s["question"], len(s["images"]) if use_images else 0) for s in samples]
+    width = max(map(len, prompts))
+    ids = torch.tensor([[EOS] * (width - len(p)) + p for p in prompts])
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    extra = {}
+    if use_images and any(s["images"] for s in samples):
+        extra["pixel_values"] = torch.cat([enc.pixels(s["images"]) for s in samples]).to(model.dtype)
+    rec = TopK(topk)
+    out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new, do_sample=False,
+                         logits_processor=LogitsProcessorList([rec]), pad_token_id=EOS, eos_token_id=EOS,
+                         top_k=None, top_p=None, temperature=None, **extra)
+    top_ids, top_lp = torch.stack([s[0] for s in rec.steps], 1), torch.stack([s[1] for s in rec.steps], 1)
+    rows = []
+    for b, (s, p) in enumerate(zip(samples, prompts)):
+        resp = out[b, width:].tolist()
+        if EOS in resp:
+            resp = resp[: resp.index(EOS) + 1]
+        n = len(resp)
+        rows.append(dict(id=s["id"], prompt=p, response=resp, top_ids=top_ids[b, :n].clone(), top_lp=top_lp[b, :n].clone()))
+    return rows
+
+
+def generate_all(model_fn, enc: Encoder, samples: list[dict], folder: Path, desc: str, max_new: int, topk: int,
+                 batch: int, use_images: bool = True) -> dict[str, dict]:
+    """`generate` over all samples in shards of `batch` (similar lengths together), resumable."""
+    folder.mkdir(parents=True, exist_ok=True)
+    order = sorted(samples, key=lambda s: (len(s["images"]) if use_images else 0, len(s["question"]), s["id"]))
+    batches = [order[i : i + batch] for i in range(0, len(order), batch)]
+    model, rows = None, {}
+    for b, chunk in enumerate(tqdm(batches, desc=desc, unit="batch")):
+        shard = folder / f"{b:05d}.pt"
+        if shard.exists():
+            got = torch.load(shard)
+        else:
+            model = model or model_fn()
+            got = generate(model, enc, chunk, max_new, topk, use_images)
+            atomic_save(got, shard)
+        rows.update({r["id"]: r for r in got})
+    return rows
+
+
+# --- 3. target ----------------------------------------------------------------------------------------------
+
+def shared_prefix_cache(model, prefix: list[int], batch: int) -> DynamicCache:
+    """The frozen LM's KV cache of the shared prompt prefix, repeated over the batch (no gradient needed:
+    nothing before the images is trainable)."""
+    key = (tuple(prefix), batch)
+    if getattr(model, "_prefix_key", None) != key:
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            one = DynamicCache(config=model.config.text_config)
+            model.model.language_model(input_ids=torch.tensor([prefix]), past_key_values=one, use_cache=True)
+        model._prefix_layers = [(l.keys, l.values) for l in one.layers]
+        model._prefix_key = key
+    cache = DynamicCache(config=model.config.text_config)
+    for i, (k, v) in enumerate(model._prefix_layers):
+        cache.update(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1), i)
+    return cache
+
+
+def target_batch(enc: Encoder, rows: list[dict], skip: int):
+    """Right-padded ids after the shared prefix (`skip` tokens), pixel values, and the flattened positions
+    whose logits predict answer tokens, with those tokens."""
+    seqs = [r["prompt"][skip:] + r["answer_ids"] for r in rows]
+    width = max(map(len, seqs))
+    ids = torch.tensor([s + [EOS] * (width - len(s)) for s in seqs])
+    pos, labels = [], []
+    for b, r in enumerate(rows):
+        start = len(r["prompt"]) - skip - 1
+        pos.append(b * width + start + torch.arange(len(r["answer_ids"])))
+        labels.append(torch.tensor(r["answer_ids"]))
+    pixels = torch.cat([enc.pixels(r["images"]) for r in rows])
+    return ids, pixels, torch.cat(pos), torch.cat(labels)
+
+
+def target_loss(model, enc: Encoder, rows: list[dict], prefix: list[int]):
+    ids, pixels, pos, labels = target_batch(enc, rows, len(prefix))
+    cache = shared_prefix_cache(model, prefix, len(rows))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        h = model.model(input_ids=ids, pixel_values=pixels if len(pixels) else None, past_key_values=cache,
+                        use_cache=True).last_hidden_state
+        logits = model.lm_head(h.flatten(0, 1)[pos]).float()
+    loss = F.cross_entropy(logits, labels)
+    return loss, (logits.argmax(-1) == labels).float().mean()
+
+
+def length_batches(rows: list[dict], batch: int, rng: random.Random) -> list[list[dict]]:
+    """Shuffled batches of similar lengths (less padding): sort within windows of 50 batches."""
+    rows = rows[:]
+    rng.shuffle(rows)
+    out = []
+    for w in range(0, len(rows), 50 * batch):
+        window = sorted(rows[w : w + 50 * batch], key=lambda r: len(r["prompt"]) + len(r["answer_ids"]))
+        out += [window[i : i + batch] for i in range(0, len(window), batch)]
+    rng.shuffle(out)
+    return out
+
+
+def cosine(step: int, total: int, lr: float, warmup: int) -> float:
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup))))
+
+
+def train_loop(name: str, model, params, batches_fn, loss_fn, args_steps: int, lr: float, warmup: int, ckpt: Path,
+               state_fn, ckpt_every: int, seed: int):
+    """AdamW + cosine schedule with resumable checkpoints; `batches_fn(epoch, rng)` yields batches."""
+    opt = torch.optim.AdamW([{"params": [p for p in params if p.ndim >= 2], "weight_decay": 0.05},
+                             {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.98))
+    step = 0
+    if ckpt.exists():
+        saved = torch.load(ckpt)
+        model.load_state_dict(saved["model"], strict=False)
+        opt.load_state_dict(saved["opt"])
+        step = saved["step"]
+        tqdm.write(f"[{name}] resuming from step {step} ({ckpt})")
+    model.train()
+    bar = tqdm(total=args_steps, initial=step, desc=f"[{name}]", unit="step")
+    per_epoch = len(batches_fn(0, random.Random(seed * 1000)))
+    epoch, skip, ema = step // per_epoch, step % per_epoch, None
+    while step < args_steps:
+        for i, batch in enumerate(batches_fn(epoch, random.Random(seed * 1000 + epoch))):
+            if step >= args_steps:
+                break
+            if i < skip:  # resuming mid-epoch: the data order is deterministic, skip what was done
+                continue
+            for g in opt.param_groups:
+                g["lr"] = cosine(step, args_steps, lr, warmup)
+            loss, acc = loss_fn(batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            step += 1
+            ema = float(loss) if ema is None else 0.95 * ema + 0.05 * float(loss)
+            bar.update(1)
+            bar.set_postfix(loss=f"{ema:.3f}", acc=f"{float(acc):.3f}")
+            if step % ckpt_every == 0 or step == args_steps:
+                atomic_save({"model": state_fn(), "opt": opt.state_dict(), "step": step}, ckpt)
+        epoch, skip = epoch + 1, 0
+    bar.close()
+    model.eval()
+    return ema
+
+
+def stage_target(args, work: Path, enc: Encoder, samples: list[dict], text: dict[str, dict]):
+    rows = []
+    for s in samples:
+        if s["kind"] == "text_image":
+            ans = text[s["id"]]["response"][: args.text_label_tokens]
+        else:
+            ans = enc.answer(s["answer"])
+        rows.append({"prompt": enc.prompt(s["question"], len(s["images"])), "answer_ids": ans, "images": s["images"]})
+    torch.manual_seed(args.seed)
+    model = tiny_llava.build_target(torch.float32, args.vision)
+    model.model.language_model.to(torch.bfloat16)  # frozen: bf16 weights are all autocast needs
+    params = [p for p in model.parameters() if p.requires_grad]
+    prefix = enc.prefix
+    key = digest(args.vision, len(rows), [r["answer_ids"][:3] for r in rows[:50]], args.target_steps, args.target_batch,
+                 args.target_lr, args.seed)
+    final = train_loop("3/6 target", model, params, lambda e, rng: length_batches(rows, args.target_batch, rng),
+                       lambda b: target_loss(model, enc, b, prefix), args.target_steps, args.target_lr,
+                       max(1, args.target_steps // 20), work / f"target-{key}" / "ckpt.pt",
+                       lambda: tiny_llava.target_parts(model), args.ckpt_every, args.seed)
+    model.float()
+    tokens = sum(len(r["prompt"]) - len(prefix) + len(r["answer_ids"]) for r in rows)
+    return model, dict(samples=len(rows), tokens_per_epoch=tokens, final_loss=final)
+
+
+# --- 5. draft -----------------------------------------------------------------------------------------------
+
+def init_embedding(draft, smol_embed: torch.Tensor) -> None:
+    """The draft's tied embedding starts as SmolLM2's embedding in its top principal directions (so similar
+    tokens start with similar rows, in and out), rescaled to std 0.02."""
+    d = draft.config.text_config.hidden_size
+    _, _, v = torch.linalg.svd(smol_embed - smol_embed.mean(0), full_matrices=False)
+    e = smol_embed @ v[:d].T
+    with torch.no_grad():
+        draft.model.language_model.embed_tokens.weight.copy_(e * (0.02 / e.std()))
+
+
+def view_embeds(draft, enc: Encoder, row: dict, view: str) -> torch.Tensor:
+    """The draft's input embeddings [L, d] for one view of a sample, as methods.drafting.mode_embeds builds
+    them at run time (M: projected image features; P: features pooled 2x2; T: newlines; text: ids)."""
+    from methods.drafting import vision_features
+
+    ids = torch.tensor(row["prompt"] + row["response"])
+    embed = draft.get_input_embeddings()
+    if view == "T" or not row["images"]:
+        return embed(ids.masked_fill(ids == enc.image_id, NEWLINE))
+    with torch.no_grad():
+        pixels = enc.pixels(row["images"])
+    pool = 2 if view == "P" else 1
+    feats = vision_features(draft, pixels, pool)  # [n_images, tokens, d]
+    if pool > 1:  # keep one image token per pooled feature
+        keep = torch.ones_like(ids, dtype=torch.bool)
+        runs = (ids == enc.image_id).nonzero().flatten().split(IMAGE_TOKENS)
+        for run in runs:
+            keep[run[feats.shape[1]:]] = False
+        ids = ids[keep]
+    e = embed(ids)
+    return e.masked_scatter((ids == enc.image_id)[:, None], feats.reshape(-1, e.shape[-1]).to(e.dtype))
+
+
+def draft_loss(draft, enc: Encoder, views: list[tuple[dict, str]]):
+    """Soft cross-entropy against the target's top-k distribution at every answer position."""
+    embeds = [view_embeds(draft, enc, r, v) for r, v in views]
+    width = max(e.shape[0] for e in embeds)
+    x = embeds[0].new_zeros(len(embeds), width, embeds[0].shape[-1])
+    pos, t_ids, t_lp = [], [], []
+    for b, ((r, _), e) in enumerate(zip(views, embeds)):
+        x[b, : e.shape[0]] = e
+        n = len(r["response"])
+        pos.append(b * width + e.shape[0] - n - 1 + torch.arange(n))
+        t_ids.append(r["top_ids"].long())
+        t_lp.append(r["top_lp"].float())
+    pos, t_ids, t_lp = torch.cat(pos), torch.cat(t_ids), torch.cat(t_lp)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        h = draft.model.language_model(inputs_embeds=x).last_hidden_state
+        logq = torch.log_softmax(draft.lm_head(h.flatten(0, 1)[pos]).float(), dim=-1)
+    p = torch.softmax(t_lp, dim=-1)
+    loss = -(p * logq.gather(-1, t_ids)).sum(-1).mean()
+    return loss, (logq.argmax(-1) == t_ids[:, 0]).float().mean()
+
+
+def draft_views(samples: list[dict], answers: dict[str, dict], args, rng: random.Random) -> list[tuple[dict, str]]:
+    views = []
+    for s in samples:
+        r = answers.get(s["id"])
+        if r is None or not r["response"]:
+            continue
+        r = {**r, "images": s["images"]}
+        if not s["images"]:
+            views.append((r, "text"))
+            continue
+        views.append((r, "T"))
+        if len(s["images"]) <= args.draft_max_m_images:
+            views.append((r, "M"))
+            if rng.random() < args.p_views:
+                views.append((r, "P"))
+    return views
+
+
+def stage_draft(args, work: Path, enc: Encoder, target, samples: list[dict], answers: dict[str, dict]):
+    torch.manual_seed(args.seed)
+    draft = tiny_llava.build_draft(*tiny_llava.vision_of(target), args.draft_text)
+    smol_embed = target.model.language_model.embed_tokens.weight.detach().float()
+    init_embedding(draft, smol_embed)
+    views = draft_views(samples, answers, args, random.Random(args.seed))
+    params = [p for p in draft.parameters() if p.requires_grad]
+
+    def batches(epoch, rng):
+        vs = views[:]
+        rng.shuffle(vs)
+        window = 50 * args.draft_batch
+        out = []
+        for w in range(0, len(vs), window):
+            chunk = sorted(vs[w : w + window], key=lambda v: len(v[0]["prompt"]) + len(v[0]["response"]))
+            out += [chunk[i : i + args.draft_batch] for i in range(0, len(chunk), args.draft_batch)]
+        rng.shuffle(out)
+        return out
+
+    key = digest(args.draft_text, len(views), args.draft_steps, args.draft_batch, args.draft_lr, args.seed,
+                 args.draft_max_m_images, args.p_views, sorted(answers)[:20])
+    final = train_loop("5/6 draft", draft, params, batches, lambda b: draft_loss(draft, enc, b), args.draft_steps,
+                       args.draft_lr, max(1, args.draft_steps // 20), work / f"draft-{key}" / "ckpt.pt",
+                       lambda: tiny_llava.draft_parts(draft), args.ckpt_every, args.seed)
+    counts = {v: sum(1 for _, x in views if x == v) for v in ("M", "T", "P", "text")}
+    return draft, dict(views=counts, final_loss=final)
+
+
+# --- 6. eval ------------------------------------------------------------------------------------------------
+
+WORDS = {"count": vlm_data.NUMBERS, "color": scenes.SHAPE_COLORS + sorted(scenes.BACKGROUNDS)}
+
+
+def first_option(text: str, options: list[str]) -> str | None:
+    """The option named first in `text` (longest match wins at a position: 'light blue' before 'blue')."""
+    best = None
+    for o in options:
+        m = re.search(rf"\b{re.escape(o)}\b", text.lower())
+        if m and (best is None or (m.start(), -len(o)) < (best[0], -len(best[1]))):
+            best = (m.start(), o)
+    return best[1] if best else None
+
+
+def stage_accuracy(args, target, enc: Encoder) -> dict:
+    """Accuracy on held-out questions with a known answer word, vs chance (1 / number of options), and how
+    often the answer changes when each image is replaced by the next sample's image."""
+    mix = {vlm_data.count: 3, vlm_data.color: 3, vlm_data.exists: 2, vlm_data.landscape: 1, vlm_data.chart: 1}
+    samples = [s for s in vlm_data.make_samples("eval-accuracy", args.n_accuracy, args.seed, mix) if s.get("truth")]
+    swapped = [{**s, "images": samples[(i + 1) % len(samples)]["images"]} for i, s in enumerate(samples)]
+    tok = enc.tok
+    answers = {}
+    for tag, group in (("own", samples), ("swapped", swapped)):
+        for i in tqdm(range(0, len(group), 16), desc=f"[6/6 eval] answers ({tag} image)", unit="batch"):
+            rows = generate(target, enc, group[i : i + 16], 24, 1)
+            for s, r in zip(group[i : i + 16], rows):
+                answers[(tag, s["id"])] = tok.decode(r["response"], skip_special_tokens=True).strip()
+    by_kind = {}
+    for s in samples:
+        k = by_kind.setdefault(s["kind"], dict(n=0, correct=0, chance=0.0, changed=0))
+        k["n"] += 1
+        k["correct"] += first_option(answers[("own", s["id"])], s["options"]) == s["truth"]
+        k["chance"] += 1 / len(s["options"])
+        k["changed"] += answers[("own", s["id"])] != answers[("swapped", s["id"])]
+    for k in by_kind.values():
+        k.update(accuracy=k["correct"] / k["n"], chance=k["chance"] / k["n"], changed=k["changed"] / k["n"])
+    n = len(samples)
+    examples = [dict(question=s["question"], truth=s["truth"], answer=answers[("own", s["id"])],
+                     answer_with_other_image=answers[("swapped", s["id"])]) for s in samples[:6]]
+    return dict(n=n, accuracy=sum(k["correct"] for k in by_kind.values()) / n,
+                chance=sum(1 / len(s["options"]) for s in samples) / n,
+                answer_changed_with_image=sum(k["changed"] for k in by_kind.values()) / n,
+                by_kind=by_kind, examples=examples)
+
+
+def stage_tau(args, target, draft, enc: Encoder) -> dict:
+    """tau = new tokens / target calls of `sd` (gamma 5, greedy) per drafting mode on each held-out set."""
+    from harness.models import Pair
+    from methods import DecodeSettings, Models, get_method
+
+    pair = Pair("tiny-llava", Models(target, draft, enc.tok), enc.tok, enc.processor, (EOS,))
+    settings = DecodeSettings(max_new_tokens=args.eval_tokens, eos_token_ids=(EOS,))
+    out = {}
+    for name, samples in vlm_data.eval_sets(args.seed).items():
+        samples = samples[: args.n_tau]
+        for mode in ("M", "T"):
+            tokens = calls = same = 0
+            for s in tqdm(samples, desc=f"[6/6 eval] tau {name} {mode}", unit="sample"):
+                prompt = pair.encode([{"role": "user", "content": s["question"], "n_images": len(s["images"])}],
+                                     [scenes.render(x) for x in s["images"]])
+                res = get_method("sd")(pair.models, prompt, settings, None, gamma=5, drafting=mode)
+                tokens += len(res.tokens[0])
+                calls += res.stats["target_calls"]
+                if mode == "M":
+                    same += get_method("ar")(pair.models, prompt, settings).tokens == res.tokens
+            out[f"{name}/{mode}"] = dict(n=len(samples), tau=tokens / calls, new_tokens=tokens)
+            if mode == "M":
+                out[f"{name}/{mode}"]["identical_to_ar"] = f"{same}/{len(samples)}"
+    return out
+
+
+# --- main ---------------------------------------------------------------------------------------------------
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--smoke", action="store_true", help="tiny data/model/steps: an end-to-end check in seconds")
+    ap.add_argument("--out", type=Path, help=f"weights folder (default {tiny_llava.WEIGHTS_DIR})")
+    ap.add_argument("--work", type=Path, help="intermediate files (default <cache_root>/tiny-llava)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--n-target", type=int, default=6000, help="target training samples")
+    ap.add_argument("--n-draft", type=int, default=2400, help="draft distillation samples (image + text)")
+    ap.add_argument("--draft-text-share", type=float, default=0.2, help="text-only share of the draft samples")
+    ap.add_argument("--text-max-new", type=int, default=128, help="answer cap for text prompts")
+    ap.add_argument("--text-label-tokens", type=int, default=48, help="target labels: first N tokens of text answers")
+    ap.add_argument("--answer-max-new", type=int, default=128, help="answer cap when the target answers images")
+    ap.add_argument("--topk", type=int, default=20)
+    ap.add_argument("--gen-batch", type=int, default=32)
+    ap.add_argument("--target-steps", type=int, default=900)
+    ap.add_argument("--target-batch", type=int, default=16)
+    ap.add_argument("--target-lr", type=float, default=1e-3)
+    ap.add_argument("--draft-steps", type=int, default=1500)
+    ap.add_argument("--draft-batch", type=int, default=24)
+    ap.add_argument("--draft-lr", type=float, default=2e-3)
+    ap.add_argument("--draft-max-m-images", type=int, default=2, help="samples with more images train as T views only")
+    ap.add_argument("--p-views", type=float, default=0.2, help="share of multimodal samples also trained pooled (P)")
+    ap.add_argument("--ckpt-every", type=int, default=50)
+    ap.add_argument("--n-accuracy", type=int, default=160)
+    ap.add_argument("--n-tau", type=int, default=12, help="held-out samples per set for the tau check")
+    ap.add_argument("--eval-tokens", type=int, default=128)
+    ap.add_argument("--no-eval", action="store_true")
+    ap.add_argument("--until", choices=["data", "text", "target", "answers", "draft"], help="stop after this stage")
+    args = ap.parse_args(argv)
+    args.vision, args.draft_text = None, None
+    if args.smoke:
+        args.n_target, args.n_draft, args.text_max_new, args.text_label_tokens, args.answer_max_new = 12, 8, 4, 4, 4
+        args.gen_batch, args.target_steps, args.target_batch, args.draft_steps, args.draft_batch = 8, 2, 4, 2, 4
+        args.ckpt_every, args.n_accuracy, args.n_tau, args.eval_tokens, args.topk = 1, 8, 1, 6, 4
+        args.vision = {**tiny_llava.VISION, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+                       "num_attention_heads": 2, "projection_dim": 32}
+        args.draft_text = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                               num_key_value_heads=1)
+    root = smollm2.cache_root() / ("tiny-llava-smoke" if args.smoke else "tiny-llava")
+    work = args.work or root
+    out = args.out or (work / "weights" if args.smoke else tiny_llava.WEIGHTS_DIR)
+    times, build = {}, {}
+    enc = Encoder(tiny_llava.make_processor())
+
+    t = time.time()
+    train = vlm_data.make_samples("train", args.n_target, args.seed)
+    draft_set = vlm_data.make_samples("draft", args.n_draft, args.seed, text_share=args.draft_text_share)
+    build["data"] = dict(target_kinds={k: sum(s["kind"] == k for s in train) for k in sorted({s["kind"] for s in train})},
+                         draft_kinds={k: sum(s["kind"] == k for s in draft_set) for k in sorted({s["kind"] for s in draft_set})})
+    times["data_s"] = time.time() - t
+    print(f"[1/6 data] {len(train)} target samples, {len(draft_set)} draft samples")
+    if args.until == "data":
+        return
+
+    t = time.time()
+    text_samples = [s for s in train + draft_set if s["kind"] in ("text", "text_image")]
+
+    def smol():
+        return tiny_llava.build_target(torch.bfloat16).eval()
+
+    text = generate_all(smol, enc, text_samples, work / f"text-{digest(args.seed, args.n_target, args.n_draft, args.draft_text_share, args.text_max_new, args.topk)}",
+                        "[2/6 text] SmolLM2 answers", args.text_max_new, args.topk, args.gen_batch, use_images=False)
+    times["text_s"] = time.time() - t
+    if args.until == "text":
+        return
+
+    t = time.time()
+    target, build["target_train"] = stage_target(args, work, enc, train, text)
+    tiny_llava.save_weights(tiny_llava.target_parts(target), out / "target", target.config)
+    times["target_s"] = time.time() - t
+    if args.until == "target":
+        return
+
+    t = time.time()
+    image_samples = [s for s in draft_set if s["images"]]
+    key = digest(sorted(tiny_llava.target_parts(target).items())[0][1].sum().item(), args.seed, args.n_draft,
+                 args.answer_max_new, args.topk, args.draft_text_share)
+
+    def trained():
+        return tiny_llava.load_target(torch.bfloat16, out)[0]
+
+    answers = generate_all(trained, enc, image_samples, work / f"answers-{key}", "[4/6 answers] target answers",
+                           args.answer_max_new, args.topk, args.gen_batch)
+    answers.update({s["id"]: text[s["id"]] for s in draft_set if not s["images"]})
+    times["answers_s"] = time.time() - t
+    if args.until == "answers":
+        return
+
+    t = time.time()
+    draft, build["draft_train"] = stage_draft(args, work, enc, target, draft_set, answers)
+    tiny_llava.save_weights(tiny_llava.draft_parts(draft), out / "draft", draft.config)
+    times["draft_s"] = time.time() - t
+    if args.until == "draft":
+        return
+
+    files = {str(p.relative_to(out)): p.stat().st_size for p in sorted(out.rglob("*.safetensors"))}
+    build.update(files=files, params=dict(
+        target_trained=sum(v.numel() for v in tiny_llava.target_parts(target).values()),
+        target_total=sum(p.numel() for p in target.parameters()),
+        draft_own=sum(v.numel() for v in tiny_llava.draft_parts(draft).values()),
+        draft_total=sum(p.numel() for p in draft.parameters())))
+    print(f"[export] {json.dumps(build['params'])} -> {out}")
+    if not args.no_eval:
+        t = time.time()
+        target, _ = tiny_llava.load_target(torch.float32, out)
+        draft, _ = tiny_llava.load_draft(torch.float32, out)
+        build["accuracy"] = stage_accuracy(args, target, enc)
+        build["tau"] = stage_tau(args, target, draft, enc)
+        times["eval_s"] = time.time() - t
+        print(f"[6/6 eval] accuracy {build['accuracy']['accuracy']:.2f} (chance {build['accuracy']['chance']:.2f}), "
+              f"answer changed with the image {build['accuracy']['answer_changed_with_image']:.2f}; tau "
+              + ", ".join(f"{k} {v['tau']:.2f}" for k, v in build["tau"].items()))
+    build["args"] = {k: v for k, v in vars(args).items() if k not in ("out", "work")}
+    build["wall_s"] = times
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "build.json").write_text(json.dumps(build, indent=2, default=str) + "\n")
+    print("stage wall times: " + ", ".join(f"{k} {v:.0f}s" for k, v in times.items()))
+
+
+if __name__ == "__main__":
+    main()
