@@ -2,10 +2,13 @@
 (A B A B ...) so machine drift hits all alike, warms up first, reports medians and ratios, and aborts if a
 decoder's greedy output differs from `ar` (a benchmark of a wrong decoder is worthless).
 
-Sections:
-  sd     `ar` vs `sd` on a text pair: time per new token, tau, speedup;
-  tabed  TABED's draft-step cost on a vision-language pair: K = 1, 2, 4 drafting modes batched into one
-         forward vs run one after another.
+Sections (the text ones on --pair):
+  sd        `ar` vs `sd`: time per new token, tau, speedup;
+  hf        our `sd` vs transformers' assisted generation (`hf_assisted`, and `hf_pld`), same pair and gamma;
+  overhead  fraction of decode walltime outside target and draft forwards (`ar`, `sd`, `hf_assisted`);
+  cost      the cost model's predicted speedup from measured tau and forward latencies vs the measured one;
+  tabed     TABED's draft-step cost on a vision-language pair: K = 1, 2, 4 drafting modes batched into one
+            forward vs run one after another.
 Writes results/bench/latest.md (the tables) and results/bench/raw.json (every timing).
 """
 from __future__ import annotations
@@ -15,6 +18,7 @@ import json
 import statistics
 import sys
 import time
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -27,6 +31,7 @@ from harness.records import environment
 from methods import DecodeSettings, get_method
 from methods.core import now
 from methods.drafting import Drafter
+from methods.hf_assisted import n_tokens
 
 
 def load(pair: str, device):
@@ -41,38 +46,154 @@ def prompts_of(pair, dataset: str, n: int):
             for s in samples], samples
 
 
-def bench_sd(args, device) -> tuple[list[str], dict]:
+@contextmanager
+def forward_timer(models):
+    """Every target and draft forward of the block as (model, tokens fed, start, seconds), clocked by forward
+    hooks with the synchronised `now`, so on a GPU the time is the forward's own, kernels included."""
+    calls = []
+
+    def hooks(model, who):
+        opened = {}
+
+        def before(module, args, kwargs):
+            opened.update(n=n_tokens(kwargs), t=now(model.device))
+
+        def after(module, args, kwargs, output):
+            calls.append((who, opened["n"], opened["t"], now(model.device) - opened["t"]))
+
+        return [model.register_forward_pre_hook(before, with_kwargs=True),
+                model.register_forward_hook(after, with_kwargs=True)]
+
+    handles = hooks(models.target, "target") + (hooks(models.draft, "draft") if models.draft is not None else [])
+    try:
+        yield calls
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def interleaved(args, device, variants: dict, timed: bool = False) -> dict[str, list[dict]]:
+    """Decode every prompt with every variant (name -> (method, options); `ar` among them), `args.repeats` times,
+    the order alternating (A B .., .. B A) per prompt and repeat, after one warm-up decode per variant. Aborts
+    when any output differs from ar's. Per variant, one dict per decode; with `timed`, also the forwards of
+    its decode phase (those starting after prefill) from `forward_timer`, whose hooks cost ~µs per call."""
     pair = load(args.pair, device)
     prompts, samples = prompts_of(pair, args.dataset, args.prompts)
     settings = DecodeSettings(max_new_tokens=args.max_new_tokens, eos_token_ids=pair.eos_token_ids)
-    variants = {"ar": (get_method("ar"), {}), f"sd_g{args.gamma}": (get_method("sd"), {"gamma": args.gamma})}
 
     def once(name, prompt):
         generate, options = variants[name]
-        return generate(pair.models, prompt, settings, None, **options)
+        with forward_timer(pair.models) if timed else nullcontext([]) as calls:
+            start = now(device)
+            result = generate(pair.models, prompt, settings, None, **options)
+        s = result.stats
+        run = dict(new=len(result.tokens[0]), prefill_s=s["prefill_s"], decode_s=s["decode_s"],
+                   wall_s=s["prefill_s"] + s["decode_s"], target_calls=s["target_calls"])
+        if timed:
+            run["forwards"] = [(who, n, dt) for who, n, t, dt in calls if t >= start + s["prefill_s"]]
+        return result.tokens, run
 
     for name in variants:  # warm-up
         once(name, prompts[0])
-    per_token = {name: [] for name in variants}
-    taus = {name: [] for name in variants}
+    runs = {name: [] for name in variants}
     for rep in range(args.repeats):
         for i, prompt in enumerate(prompts):
-            order = list(variants) if (rep + i) % 2 == 0 else list(reversed(variants))
             outputs = {}
-            for name in order:
-                result = once(name, prompt)
-                outputs[name] = result.tokens
-                per_token[name].append((result.stats["prefill_s"] + result.stats["decode_s"]) / len(result.tokens[0]))
-                taus[name].append(len(result.tokens[0]) / result.stats["target_calls"])
-            if any(out != outputs["ar"] for out in outputs.values()):
-                raise SystemExit(f"ABORT: prompt {samples[i].id}: outputs differ from ar")
-    med = {name: statistics.median(v) for name, v in per_token.items()}
-    rows = [f"## sd vs ar: {args.pair} on {args.dataset}, greedy, {args.max_new_tokens} new tokens, "
-            f"{args.prompts} prompts x {args.repeats} repeats, all outputs identical to ar", "",
-            "| variant | median ms / new token | tau | speedup vs ar |", "|---|---|---|---|"]
-    rows += [f"| {n} | {med[n] * 1e3:.1f} | {statistics.mean(taus[n]):.2f} | {med['ar'] / med[n]:.2f}x |"
-             for n in variants]
-    return rows, {"sec_per_token": per_token, "tau": taus}
+            for name in list(variants) if (rep + i) % 2 == 0 else list(reversed(variants)):
+                outputs[name], run = once(name, prompt)
+                runs[name].append(dict(prompt=samples[i].id, **run))
+            wrong = [name for name, out in outputs.items() if out != outputs["ar"]]
+            if wrong:
+                raise SystemExit(f"ABORT: prompt {samples[i].id}: outputs of {', '.join(wrong)} differ from ar")
+    return runs
+
+
+def per_token(runs: list[dict]) -> float:
+    """Median walltime per new token over the decodes."""
+    return statistics.median(r["wall_s"] / r["new"] for r in runs)
+
+
+def speed_rows(runs: dict[str, list[dict]]) -> list[str]:
+    med = {name: per_token(v) for name, v in runs.items()}
+    rows = ["| variant | median ms / new token | tau | speedup vs ar |", "|---|---|---|---|"]
+    return rows + [f"| {name} | {med[name] * 1e3:.1f} | {statistics.mean(r['new'] / r['target_calls'] for r in v):.2f} "
+                   f"| {med['ar'] / med[name]:.2f}x |" for name, v in runs.items()]
+
+
+def setting(args) -> str:
+    n = args.prompts * args.repeats
+    return (f"{args.pair} on {args.dataset}, gamma {args.gamma}, greedy, {args.max_new_tokens} new tokens, "
+            f"{args.prompts} prompts x {args.repeats} repeats ({n} decodes per variant, interleaved), "
+            "all outputs identical to ar")
+
+
+def lineup(args, *methods: str) -> dict:
+    """`ar` and each method at --gamma, named like their tags (sd_g5, hf_assisted_g5, ...)."""
+    return {"ar": (get_method("ar"), {}),
+            **{f"{m}_g{args.gamma}": (get_method(m), {"gamma": args.gamma}) for m in methods}}
+
+
+def bench_sd(args, device) -> tuple[list[str], dict]:
+    runs = interleaved(args, device, lineup(args, "sd"))
+    return [f"## sd vs ar: {setting(args)}", ""] + speed_rows(runs), runs
+
+
+def bench_hf(args, device) -> tuple[list[str], dict]:
+    """Our sd against transformers' assisted generation (and prompt lookup) on the same pair and gamma."""
+    runs = interleaved(args, device, lineup(args, "sd", "hf_assisted", "hf_pld"))
+    ratio = per_token(runs[f"hf_assisted_g{args.gamma}"]) / per_token(runs[f"sd_g{args.gamma}"])
+    return [f"## sd vs transformers' assisted generation: {setting(args)}", ""] + speed_rows(runs) + [
+        "", f"**sd vs hf_assisted: {ratio:.2f}x** (time per new token of hf_assisted / sd; goal >= 1.3x: "
+        f"{'met' if ratio >= 1.3 else 'not met'})"], runs
+
+
+def bench_overhead(args, device) -> tuple[list[str], dict]:
+    """Fraction of decode walltime spent outside target and draft forwards: token choice, verification, cache
+    bookkeeping, Python; the prefill (one big forward) is left out."""
+    runs = interleaved(args, device, lineup(args, "sd", "hf_assisted"), timed=True)
+    rows = [f"## Harness overhead: {setting(args)}; forwards timed by hooks", "",
+            "| variant | median decode ms | of it in forwards ms | overhead |", "|---|---|---|---|"]
+    overhead = {}
+    for name, v in runs.items():
+        v = [r for r in v if r["decode_s"] > 0]
+        inside = [sum(dt for _, _, dt in r["forwards"]) for r in v]
+        overhead[name] = statistics.median(1 - f / r["decode_s"] for f, r in zip(inside, v))
+        rows.append(f"| {name} | {statistics.median(r['decode_s'] for r in v) * 1e3:.1f} | "
+                    f"{statistics.median(inside) * 1e3:.1f} | {overhead[name]:.1%} |")
+    sd = overhead[f"sd_g{args.gamma}"]
+    rows += ["", f"**overhead: {sd:.1%}** (sd, median over decodes; goal < 5%: {'met' if sd < 0.05 else 'not met'})"]
+    return rows, runs
+
+
+def median_call(runs: list[dict], who: str, n: int) -> float:
+    times = [dt for r in runs for w, k, dt in r["forwards"] if w == who and k == n]
+    if not times:
+        raise SystemExit(f"ABORT: no {who} forward of {n} tokens was timed; use more --max-new-tokens")
+    return statistics.median(times)
+
+
+def bench_cost(args, device) -> tuple[list[str], dict]:
+    """The cost model S = tau * t_ar / (gamma * t_draft + t_verify(gamma + 1)) from component latencies measured
+    inside real decodes (medians of hooked forwards: 1-token target steps of ar, (gamma+1)-token target
+    verifications and 1-token draft steps of sd), against the measured speedup (total ar / total sd walltime)."""
+    g = args.gamma
+    runs = interleaved(args, device, lineup(args, "sd"), timed=True)
+    sd = runs[f"sd_g{g}"]
+    t_ar = median_call(runs["ar"], "target", 1)
+    t_verify = median_call(sd, "target", g + 1)
+    t_draft = median_call(sd, "draft", 1)
+    tau = sum(r["new"] for r in sd) / sum(r["target_calls"] for r in sd)
+    predicted = tau * t_ar / (g * t_draft + t_verify)
+    measured = sum(r["wall_s"] for r in runs["ar"]) / sum(r["wall_s"] for r in sd)
+    rows = [f"## Cost model: {setting(args)}", "",
+            "| tau | t_ar ms | t_draft ms | t_verify(gamma+1) ms | predicted S | measured S | measured / predicted |",
+            "|---|---|---|---|---|---|---|",
+            f"| {tau:.2f} | {t_ar * 1e3:.2f} | {t_draft * 1e3:.2f} | {t_verify * 1e3:.2f} | {predicted:.2f}x | "
+            f"{measured:.2f}x | {measured / predicted:.2f} |", "",
+            f"**cost model: measured {measured:.2f}x vs predicted {predicted:.2f}x = {measured / predicted:.2f}** "
+            f"(goal >= 0.9: {'met' if measured >= 0.9 * predicted else 'not met'})"]
+    return rows, dict(runs=runs, tau=tau, t_ar=t_ar, t_draft=t_draft, t_verify=t_verify, predicted=predicted,
+                      measured=measured)
 
 
 def bench_tabed(args, device) -> tuple[list[str], dict]:
@@ -106,13 +227,13 @@ def bench_tabed(args, device) -> tuple[list[str], dict]:
     return rows, {"draft_step_s": times}
 
 
-SECTIONS = {"sd": bench_sd, "tabed": bench_tabed}
+SECTIONS = {"sd": bench_sd, "hf": bench_hf, "overhead": bench_overhead, "cost": bench_cost, "tabed": bench_tabed}
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m harness.bench", description=__doc__.split("\n")[0])
-    ap.add_argument("--sections", default="sd,tabed", help=f"comma-separated: {', '.join(SECTIONS)}")
-    ap.add_argument("--pair", default="smollm2-135m")
+    ap.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated: {', '.join(SECTIONS)}")
+    ap.add_argument("--pair", default="smollm2-135m", help="text pair for sd, hf, overhead, cost")
     ap.add_argument("--dataset", default="tiny")
     ap.add_argument("--gamma", type=int, default=5)
     ap.add_argument("--max-new-tokens", type=int, default=64)

@@ -82,6 +82,42 @@ def load_model(model_id: str, dtype: torch.dtype, device: torch.device):
     return model.to(device).eval(), _from_hf(AutoTokenizer, model_id), None
 
 
+def eagle_folder(model_id: str) -> Path:
+    """The folder of an EAGLE-3 drafter: `embedded:NAME` (harness/zoo/weights/NAME), a local folder, or a hub
+    id (its cached snapshot; downloaded only when online)."""
+    if model_id.startswith("embedded:"):
+        from harness.zoo import WEIGHTS
+
+        folder = WEIGHTS / model_id.removeprefix("embedded:")
+        if not (folder / "config.json").exists():
+            raise HarnessError(f"embedded EAGLE drafter {model_id!r} has no weights in {folder}; build them with:\n"
+                               f"    python -m harness.zoo.train_eagle")
+        return folder
+    if Path(model_id).exists():
+        return Path(model_id)
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(model_id, local_files_only=True))
+    except Exception as err:  # not cached (LocalEntryNotFoundError) or not a valid id
+        if os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True", "YES", "yes"):
+            raise _missing(model_id, err) from None
+    try:
+        return Path(snapshot_download(model_id))
+    except Exception as err:
+        raise _missing(model_id, err) from None
+
+
+def load_eagle(model_id: str, target, dtype: torch.dtype):
+    from methods.eagle import load_eagle3
+
+    folder = eagle_folder(model_id)
+    try:
+        return load_eagle3(folder, target, dtype)
+    except (ValueError, FileNotFoundError, KeyError) as err:
+        raise HarnessError(f"EAGLE-3 drafter {model_id!r} ({folder}): {err}") from None
+
+
 @dataclass
 class Pair:
     """A loaded pair: the models methods run, and the target's tokenizer/processor that builds prompts."""
@@ -130,9 +166,14 @@ class Pair:
         return text
 
 
-def load_pair(pair_cfg, device: torch.device, dtype: torch.dtype, need_draft: bool = True) -> Pair:
+def load_pair(pair_cfg, device: torch.device, dtype: torch.dtype, need_draft: bool = True,
+              need_eagle: bool = False) -> Pair:
     target, tokenizer, processor = load_model(pair_cfg.target.id, dtype, device)
-    draft = None
+    draft = eagle = None
+    if need_eagle:
+        if not pair_cfg.get("eagle"):
+            raise HarnessError(f"pair {pair_cfg.name!r} has no EAGLE-3 drafter (pair.eagle.id), which this method needs")
+        eagle = load_eagle(pair_cfg.eagle.id, target, dtype)
     if need_draft:
         if not pair_cfg.get("draft"):
             raise HarnessError(f"pair {pair_cfg.name!r} has no draft model, which this method needs")
@@ -144,7 +185,7 @@ def load_pair(pair_cfg, device: torch.device, dtype: torch.dtype, need_draft: bo
     eos = tuple(eos) if isinstance(eos, (list, tuple)) else (eos,) if eos is not None else ()
     if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in eos:
         eos += (tokenizer.eos_token_id,)
-    pair = Pair(pair_cfg.name, Models(target, draft, tokenizer), tokenizer, processor, eos)
+    pair = Pair(pair_cfg.name, Models(target, draft, tokenizer, eagle=eagle), tokenizer, processor, eos)
     if draft is not None and processor is not None:
         from harness.captioner import load_captioner
 

@@ -22,7 +22,7 @@ from harness.records import (
 from methods import DecodeSettings, get_method
 
 log = logging.getLogger("harness")
-RESERVED_METHOD_KEYS = ("name", "tag", "needs_draft")
+RESERVED_METHOD_KEYS = ("name", "tag", "needs_draft", "needs_eagle")
 
 
 def method_options(cfg) -> dict:
@@ -101,7 +101,8 @@ def run_cell(cfg) -> dict:
     if cfg.max_new_tokens < 1 or cfg.temperature < 0 or not 0 < cfg.top_p <= 1:
         raise HarnessError(f"bad decoding settings {settings_base}: need max_new_tokens >= 1, temperature >= 0, "
                            "0 < top_p <= 1")
-    pair = load_pair(cfg.pair, device, dtype, need_draft=cfg.method.get("needs_draft", False))
+    pair = load_pair(cfg.pair, device, dtype, need_draft=cfg.method.get("needs_draft", False),
+                     need_eagle=cfg.method.get("needs_eagle", False))
     settings = DecodeSettings(**settings_base, eos_token_ids=pair.eos_token_ids)
 
     cell.mkdir(parents=True, exist_ok=True)

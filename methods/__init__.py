@@ -4,10 +4,12 @@
 
 `options` are the method's own config keys (e.g. `gamma`). Shared primitives live in `methods.core`
 (model calls, cache crop, token choice) and `methods.verify` (verification)."""
-from methods import ar, sd, tabed
+from methods import ar, eagle, hf_assisted, sd, tabed
 from methods.core import DecodeSettings, Models, Prompt, Result
 
-METHODS = {"ar": ar.generate, "sd": sd.generate, "tabed": tabed.generate}
+METHODS = {"ar": ar.generate, "sd": sd.generate, "tabed": tabed.generate, "eagle": eagle.generate,
+           "specvocab": eagle.generate_specvocab, "hf_assisted": hf_assisted.generate,
+           "hf_pld": hf_assisted.generate_pld}
 
 
 def get_method(name: str):

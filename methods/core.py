@@ -35,6 +35,7 @@ class Models:
     draft: torch.nn.Module | None = None
     tokenizer: object = None
     captioner: object = None
+    eagle: torch.nn.Module | None = None  # an EAGLE-3 drafter reading the target's features (methods.eagle)
 
 
 @dataclass
@@ -92,12 +93,18 @@ def compact_cache(cache: DynamicCache, keep: torch.Tensor) -> None:
         layer.values = layer.values.index_select(-2, keep)
 
 
-def forward(model, cache: DynamicCache, input_ids: torch.Tensor | None = None, logits_to_keep: int = 0, **extra):
+def forward(model, cache: DynamicCache, input_ids: torch.Tensor | None = None, logits_to_keep: int = 0,
+            layers: list[int] | None = None, **extra):
     """One forward that appends its tokens (`input_ids`, or `inputs_embeds` in `extra`) to `cache`; returns
     logits of the last `logits_to_keep` positions (0 = all) in float32, so that token choice does not depend
-    on the model dtype's rounding of the softmax."""
-    out = model(input_ids=input_ids, past_key_values=cache, use_cache=True, logits_to_keep=logits_to_keep, **extra)
-    return out.logits.float()
+    on the model dtype's rounding of the softmax. With `layers`, returns (logits, features): the hidden states
+    entering those decoder layers at every new position, concatenated [batch, n, len(layers) * d] (EAGLE-3's
+    input; read through the public `output_hidden_states`, whose entry i is the input of layer i)."""
+    out = model(input_ids=input_ids, past_key_values=cache, use_cache=True, logits_to_keep=logits_to_keep,
+                output_hidden_states=layers is not None, **extra)
+    if layers is None:
+        return out.logits.float()
+    return out.logits.float(), torch.cat([out.hidden_states[i] for i in layers], dim=-1)
 
 
 # --- from logits to tokens ------------------------------------------------------------------------

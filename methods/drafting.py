@@ -146,6 +146,11 @@ class Drafter:
         positions = (mask.cumsum(dim=1) - 1).clamp_min(0)
         return {"attention_mask": mask, "position_ids": positions[:, mask.shape[1] - new:] if new else positions}
 
+    @property
+    def calls_per_step(self) -> int:
+        """Draft forwards per step: one per row group (a shared row serves every mode)."""
+        return 1 if self.groups[0]["shared"] else len(self.groups)
+
     def generated(self) -> int:
         """Tokens after the prompt that are in the draft's caches (the same for every mode)."""
         return cache_len(self.groups[0]["cache"]) - self.groups[0]["length"]

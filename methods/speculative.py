@@ -48,24 +48,31 @@ def speculate(
     policy: str = "uniform",
     window: int = 0,
     batched: bool = True,
+    layers: list[int] | None = None,
+    new_drafter=None,
 ) -> Result:
+    """With `layers` and `new_drafter(prompt_features)`, a feature-level drafter (EAGLE) replaces the draft
+    model's Drafter: it reads the target's hidden states entering those layers, for the prompt at creation and
+    for every committed position after each verification (`observe`)."""
     if gamma < 1 or width < 1:
         raise ValueError(f"need gamma >= 1 and tree width >= 1, got gamma={gamma}, width={width}")
     check_prompt(prompt)
     target, device = models.target, models.target.device
     t0 = now(device)
     tcache = new_cache(target)
-    logits = forward(target, tcache, logits_to_keep=1, **prompt.target)
+    if layers:
+        logits, feats = forward(target, tcache, logits_to_keep=1, layers=layers, **prompt.target)  # all positions' features
+    else:
+        logits = forward(target, tcache, logits_to_keep=1, **prompt.target)
     first = next_token(logits[:, -1], settings, generator)
-    drafter = Drafter(models, prompt, modes, batched)
+    drafter = new_drafter(feats[0]) if layers else Drafter(models, prompt, modes, batched)
     weights = Weights(policy, len(modes), window)
     t_prompt = cache_len(tcache)  # may exceed the input length (image tokens expanded by the model)
     out: list[int] = []
     done = extend(out, [int(first)], settings)
     t1 = now(device)
 
-    stats = dict(target_calls=1, draft_calls=1 if drafter.groups[0]["shared"] else len(drafter.groups),
-                 accepted=[], drafted=[])
+    stats = dict(target_calls=1, draft_calls=drafter.calls_per_step, accepted=[], drafted=[])
     if len(modes) > 1:
         stats.update(weights=[], mode_agree=[])
     while not done:
@@ -79,30 +86,31 @@ def speculate(
             qs.append(q)
             mode_logits.append(lg)
             feed = cands[-1][:1]
-        stats["draft_calls"] += g * len(drafter.groups)
+        stats["draft_calls"] += g * drafter.calls_per_step
 
         # Verify the block in one target forward: [last committed token, depth-0 candidates, ...].
         start = t_prompt + len(out) - 1
         block = torch.tensor([[out[-1]] + [t for c in cands for t in c]], device=device)
-        if width == 1 or g == 0:
-            tl = forward(target, tcache, block)[0]
+        tree = {} if width == 1 or g == 0 else dict(zip(("attention_mask", "position_ids"), tree_layout(g, width, start, device)))
+        if layers:
+            tl, feats = forward(target, tcache, block, layers=layers, **tree)
         else:
-            mask, positions = tree_layout(g, width, start, device)
-            tl = forward(target, tcache, block, attention_mask=mask, position_ids=positions)[0]
+            tl = forward(target, tcache, block, **tree)
+        tl = tl[0]
         stats["target_calls"] += 1
         n, leaf, nxt = verify_block(cands, qs, tl, settings, generator)
         stats["accepted"].append(n + (leaf is not None))
         stats["drafted"].append(g)
 
         # Keep the committed tokens only: the prefix, the accepted path and the accepted leaf.
+        rows = [0] + [1 + i * width for i in range(n)] + ([1 + n * width + cands[n].index(leaf)] if leaf is not None else [])
         if width == 1 or g == 0:
             crop_cache(tcache, start + 1 + n)
         else:
-            keep = list(range(start + 1)) + [start + 1 + i * width for i in range(n)]
-            if leaf is not None:
-                keep.append(start + 1 + n * width + cands[n].index(leaf))
-            compact_cache(tcache, torch.tensor(keep, device=device))
+            compact_cache(tcache, torch.tensor(list(range(start)) + [start + r for r in rows], device=device))
         drafter.crop(min(drafter.generated(), len(out) + n))
+        if layers:
+            drafter.observe(feats[0, rows])
 
         valid = min(n + 1, g)  # positions where every mode's context was right
         if len(modes) > 1 and valid:  # TABED: the weights learn from them

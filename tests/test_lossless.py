@@ -69,5 +69,5 @@ def test_sd_rejects_bad_gamma_and_empty_prompt():
         decode("sd", TARGET, PROMPTS[0], DecodeSettings(max_new_tokens=4), gamma=0)
     with pytest.raises(ValueError, match="input_ids"):
         decode("ar", None, torch.zeros(1, 0, dtype=torch.long), DecodeSettings(max_new_tokens=4))
-    with pytest.raises(ValueError, match="unknown method 'nope'.*ar, sd"):
+    with pytest.raises(ValueError, match="unknown method 'nope'; valid choices: ar, eagle, .*sd, specvocab, tabed"):
         get_method("nope")

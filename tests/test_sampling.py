@@ -87,3 +87,28 @@ def test_the_chi_square_test_can_fail():
     settings = DecodeSettings(max_new_tokens=3, temperature=1.0)
     counts = sampled_counts("ar", Models(DRAFT), settings)
     assert chi_square_pvalue(counts, exact_joint(TARGET, settings), RUNS) < 1e-6
+
+
+def eagle_drafter(seed: int = 0):
+    """A random EAGLE-3 drafter for TARGET, its weights scaled up so its proposals are peaked and often wrong."""
+    from harness.zoo.train_eagle import drafter_config, new_drafter
+    from methods.eagle import VocabSpeculator
+
+    eagle = new_drafter(drafter_config(TARGET.config, V), TARGET, seed)
+    for p in eagle.parameters():
+        if p.ndim == 2 and p is not TARGET.get_input_embeddings().weight:
+            p.data.mul_(15)
+    eagle.speculator = VocabSpeculator(16, 2, V)
+    eagle.frequent = torch.arange(V)
+    return eagle.eval()
+
+
+@pytest.mark.parametrize("method,options", [
+    ("eagle", dict(gamma=2)),
+    ("eagle", dict(gamma=3, tree_width=2, head="frspec", head_size=5)),  # tokens 5..7 are never drafted
+    ("specvocab", dict(gamma=2, k=3)),
+])
+def test_eagle_sampling_matches_target_distribution(method, options):
+    settings = DecodeSettings(max_new_tokens=3, temperature=0.8, top_p=0.95)
+    counts = sampled_counts(method, Models(TARGET, eagle=eagle_drafter()), settings, **options)
+    assert chi_square_pvalue(counts, exact_joint(TARGET, settings), RUNS) > 1e-3

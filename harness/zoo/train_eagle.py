@@ -1,0 +1,382 @@
+"""Build smol-eagle3 (and its SpecVocab speculator): an EAGLE-3 drafter for SmolLM2-135M-Instruct, on CPU.
+
+    python -m harness.zoo.train_eagle                          # full vocab head (tied) + vocabulary speculator
+    python -m harness.zoo.train_eagle --head reduced --vocab 8192   # EAGLE-3's reduced head with d2t/t2d
+    python -m harness.zoo.train_eagle --smoke                  # end-to-end check in seconds
+
+Stages (resumable; intermediate files under `<cache_root>/smol-eagle3/`):
+  1. data      the target's own answers to datasets/zoo-prompts/train.jsonl with its top-k log-probabilities
+               (shared with smol-draft: harness.zoo.train_draft's generate stage, same cache).
+  2. features  the target's hidden states entering layers 2, L//2, L-3 over prompt + answer (bf16 shards).
+  3. train     training-time test (EAGLE-3): step 0 reads the target's features; step i reads the drafter's own
+               outputs of step i-1, one position back, and attends to the step-0 entries up to its chain's start
+               plus its own chain, exactly as at inference. Loss: sum_i 0.8^i soft cross-entropy against the
+               target's top-k distribution (renormalised on the head's vocabulary; positions whose target argmax
+               is outside it are masked). With the full head, SpecVocab's speculator (Down d->d/8, Vocab) learns
+               alongside from the same states (auxiliary loss weight 0.1, CE against the target distribution).
+  4. export    the official EAGLE-3 layout: config.json + model.safetensors (fc, midlayer.*, norm, lm_head, d2t,
+               t2d; speculator.* for ours), frequent_tokens.json (FR-Spec's slices), build.json.
+  5. eval      tau and speedup of `eagle` (chain, gamma 5, greedy) on held-out prompts; draft/target step costs.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+from tqdm import tqdm
+from transformers import LlamaConfig
+
+from harness.zoo import WEIGHTS, smollm2, train_draft
+from methods.eagle import FREQUENT, Eagle3, VocabSpeculator, feature_layers
+
+EOS = 2
+
+
+# --- training-time test ------------------------------------------------------------------------------------
+
+
+def ttt_attention(q, keys, values, step: int):
+    """Attention of step `step`: query j sees step-0 entries at positions <= j - step and, for k = 1..step, the
+    step-k entry at position j - step + k (its own chain). q [B, H, T, hd]; keys/values lists of [B, Hkv, T, hd]."""
+    B, H, T, hd = q.shape
+    rep = H // keys[0].shape[1]
+    k0, v0 = keys[0].repeat_interleave(rep, 1), values[0].repeat_interleave(rep, 1)
+    scores = q @ k0.transpose(-1, -2) / math.sqrt(hd)  # [B, H, T, T]
+    j = torch.arange(T, device=q.device)
+    visible = j[None, :] <= (j[:, None] - step).clamp_min(0)  # rows j < step are masked in the loss anyway
+    scores = scores.masked_fill(~visible, float("-inf"))
+    chain_k = [torch.roll(keys[k], step - k, dims=2).repeat_interleave(rep, 1) for k in range(1, step + 1)]
+    chain_v = [torch.roll(values[k], step - k, dims=2).repeat_interleave(rep, 1) for k in range(1, step + 1)]
+    if chain_k:
+        chain = torch.stack([(q * k).sum(-1) for k in chain_k], -1) / math.sqrt(hd)  # [B, H, T, step]
+        scores = torch.cat([scores, chain], -1)
+    probs = torch.softmax(scores.float(), -1).to(q.dtype)
+    out = probs[..., :T] @ v0
+    for k, v in enumerate(chain_v):
+        out = out + probs[..., T + k, None] * v
+    return out
+
+
+def ttt_states(eagle: Eagle3, features: torch.Tensor, next_tokens: torch.Tensor, steps: int) -> list[torch.Tensor]:
+    """The drafter's output states [B, T, d] for steps 0..steps-1. Position j of step 0 pairs feature j with
+    next_tokens[:, j] (the token at j + 1); step i pairs the step i-1 state at j - 1 with the same token."""
+    mid, attn = eagle.midlayer, eagle.midlayer.self_attn
+    B, T = next_tokens.shape
+    positions = torch.arange(T, device=features.device)[None].expand(B, -1)
+    emb = eagle.embed_tokens(next_tokens).detach().to(eagle.fc.weight.dtype)  # the target's table: frozen
+    hidden = eagle.fc(features.to(eagle.fc.weight.dtype))
+    cos, sin = eagle.rotary(hidden, positions)
+    keys, values, states = [], [], []
+    for step in range(steps):
+        q, k, v = attn.qkv(mid.inputs(emb, hidden), cos, sin)
+        keys.append(k)
+        values.append(v)
+        o = ttt_attention(q, keys, values, step).transpose(1, 2).reshape(B, T, -1)
+        out = mid.finish(hidden + attn.o_proj(o))
+        states.append(out)
+        hidden = F.pad(out[:, :-1], (0, 0, 1, 0))  # state of position j - 1 feeds position j
+    return states
+
+
+def soft_ce(logits: torch.Tensor, t_ids: torch.Tensor, t_lp: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy against the teacher's top-k distribution (renormalised over ids >= 0) per row."""
+    valid = t_ids >= 0
+    p = torch.softmax(t_lp.masked_fill(~valid, float("-inf")), -1).nan_to_num(0.0)
+    logq = torch.log_softmax(logits.float(), -1)
+    return -(p * logq.gather(-1, t_ids.clamp_min(0))).sum(-1)
+
+
+def ttt_loss(eagle: Eagle3, batch: dict, steps: int, head_weight: torch.Tensor, to_head: torch.Tensor,
+             speculator: VocabSpeculator | None = None, aux_weight: float = 0.1):
+    """(loss, per-step top-1 agreement with the target). `head_weight` [N, d] maps normed states to the head's N
+    ids; `to_head` [V] maps target ids to head rows (-1 outside the head)."""
+    states = ttt_states(eagle, batch["features"], batch["next"], steps)
+    t_ids, t_lp, mask = batch["t_ids"], batch["t_lp"], batch["mask"]  # teacher of position j + 1, at row j
+    head_ids = to_head[t_ids.long()]
+    loss, agree = 0.0, []
+    for i, h in enumerate(states):
+        rows = mask.clone()
+        rows[:, :i] = False  # a chain needs i earlier positions
+        rows &= head_ids[..., 0] >= 0  # the target's choice is outside the head: nothing to learn
+        hn = eagle.norm(h[rows])
+        logits = hn @ head_weight.T
+        loss = loss + 0.8**i * soft_ce(logits, head_ids[rows], t_lp[rows]).mean()
+        agree.append(float((logits.argmax(-1) == head_ids[rows][:, 0]).float().mean()))
+        if speculator is not None and i == 0:
+            approx = speculator(hn.detach())
+            loss = loss + aux_weight * soft_ce(approx, t_ids[rows].long(), t_lp[rows]).mean()
+    return loss, agree
+
+
+# --- data --------------------------------------------------------------------------------------------------
+
+
+def extract_features(target, rows: list[dict], folder: Path, batch: int = 8) -> list[dict]:
+    """Per answer: token ids (prompt + answer), the target's features [n, 3d] (bf16) and the teacher rows."""
+    layers = feature_layers(target.config.num_hidden_layers)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    chunks = [rows[s : s + batch] for s in range(0, len(rows), batch)]
+    for c, chunk in enumerate(tqdm(chunks, desc="[2/5 features]", unit="batch")):
+        shard = folder / f"{c:05d}.pt"
+        if not shard.exists():
+            seqs = [r["prompt"] + r["response"] for r in chunk]
+            width = max(map(len, seqs))
+            ids = torch.tensor([s + [EOS] * (width - len(s)) for s in seqs])
+            with torch.no_grad():
+                hs = target(input_ids=ids, output_hidden_states=True).hidden_states
+            feats = torch.cat([hs[i] for i in layers], -1).to(torch.bfloat16)
+            items = [dict(ids=s, features=feats[b, : len(s)].clone(), prompt_len=len(r["prompt"]),
+                          top_ids=r["top_ids"], top_lp=r["top_lp"]) for b, (s, r) in enumerate(zip(seqs, chunk))]
+            torch.save(items, shard.with_suffix(".tmp"))
+            shard.with_suffix(".tmp").rename(shard)
+        out.extend(torch.load(shard))
+    return out
+
+
+def make_batch(items: list[dict]) -> dict:
+    """Right-padded batch: position j holds feature j, next token ids[j + 1] and the teacher for position j + 1
+    (defined on answer positions: j + 1 >= prompt_len - 1)."""
+    T = max(len(it["ids"]) for it in items) - 1
+    B, D, k = len(items), items[0]["features"].shape[-1], items[0]["top_ids"].shape[-1]
+    batch = dict(features=torch.zeros(B, T, D, dtype=torch.bfloat16), next=torch.full((B, T), EOS),
+                 t_ids=torch.full((B, T, k), -1, dtype=torch.int32), t_lp=torch.zeros(B, T, k),
+                 mask=torch.zeros(B, T, dtype=torch.bool))
+    for b, it in enumerate(items):
+        n = len(it["ids"]) - 1
+        batch["features"][b, :n] = it["features"][:n]
+        batch["next"][b, :n] = torch.tensor(it["ids"][1:])
+        start = it["prompt_len"] - 2  # row j teaches position j + 1 = prompt_len - 1, which predicts answer[0]
+        r = len(it["top_ids"])
+        lo = max(start, 0)
+        batch["t_ids"][b, lo : start + r] = it["top_ids"][lo - start :]
+        batch["t_lp"][b, lo : start + r] = it["top_lp"][lo - start :].float()
+        batch["mask"][b, lo : min(start + r, n)] = True
+    batch["t_ids"], batch["t_lp"] = batch["t_ids"][:, :T], batch["t_lp"][:, :T]
+    return batch
+
+
+# --- build ---------------------------------------------------------------------------------------------------
+
+
+def drafter_config(target_cfg, draft_vocab: int) -> dict:
+    """Official EAGLE-3 config.json keys; the decoder layer takes the target's own sizes, as EAGLE-3 does."""
+    return {"architectures": ["LlamaForCausalLMEagle3"], "model_type": "llama", "bos_token_id": 1, "eos_token_id": EOS,
+            "hidden_act": "silu", "hidden_size": target_cfg.hidden_size, "intermediate_size": target_cfg.intermediate_size,
+            "num_attention_heads": target_cfg.num_attention_heads, "num_key_value_heads": target_cfg.num_key_value_heads,
+            "num_hidden_layers": 1, "max_position_embeddings": 8192, "rms_norm_eps": target_cfg.rms_norm_eps,
+            "rope_theta": target_cfg.rope_parameters["rope_theta"], "tie_word_embeddings": False,
+            "vocab_size": target_cfg.vocab_size, "draft_vocab_size": draft_vocab, "torch_dtype": "float16"}
+
+
+def new_drafter(config: dict, target, seed: int) -> Eagle3:
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(**{k: v for k, v in config.items() if k not in ("architectures", "model_type")})
+    cfg.draft_vocab_size = config["draft_vocab_size"]
+    eagle = Eagle3(cfg, target.config.hidden_size)
+    for name, p in eagle.named_parameters():
+        if p.ndim == 2:
+            torch.nn.init.normal_(p, std=0.02)
+    eagle.embed_tokens = target.get_input_embeddings()
+    return eagle
+
+
+def frequency_order(data: list[dict], vocab: int) -> list[int]:
+    counts = torch.zeros(vocab, dtype=torch.long)
+    for r in data:
+        counts += torch.bincount(torch.tensor(r["response"]), minlength=vocab)
+    return sorted(range(vocab), key=lambda i: (-int(counts[i]), i))
+
+
+def train(eagle: Eagle3, target, items: list[dict], head: str, vocab_ids: torch.Tensor, steps: int, batch: int,
+          ttt: int, lr: float, ckpt: Path | None = None, speculator: VocabSpeculator | None = None, seed: int = 0,
+          desc: str = "[3/5 train]") -> dict:
+    """AdamW with warmup + cosine; resumable from `ckpt`. Returns the top-1 agreement per TTT step with the target,
+    averaged over the last 20 steps."""
+    V = target.config.vocab_size
+    to_head = torch.full((V,), -1, dtype=torch.long)
+    to_head[vocab_ids] = torch.arange(len(vocab_ids))
+    modules = [eagle] + ([speculator] if speculator is not None else [])
+    shared = {id(p) for p in target.parameters()}  # the target's embedding (and a tied head) stay frozen
+    params = [p for m in modules for p in m.parameters() if p.requires_grad and id(p) not in shared]
+    opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
+    step = 0
+    if ckpt is not None and ckpt.exists():
+        state = torch.load(ckpt)
+        eagle.load_state_dict(state["eagle"], strict=False)
+        if speculator is not None:
+            speculator.load_state_dict(state["speculator"])
+        opt.load_state_dict(state["opt"])
+        step = state["step"]
+    rng = random.Random(seed * 7919 + step)
+    warmup = max(1, steps // 20)
+    bar = tqdm(total=steps, initial=step, desc=desc, unit="step")
+    recent = []
+    while step < steps:
+        for g in opt.param_groups:
+            g["lr"] = lr * min(1.0, (step + 1) / warmup) * (0.1 + 0.45 * (1 + math.cos(math.pi * step / steps)))
+        weight = target.get_output_embeddings().weight.detach() if head == "full" else eagle.lm_head.weight
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss, agree = ttt_loss(eagle, make_batch(rng.sample(items, min(batch, len(items)))), ttt,
+                                   weight, to_head, speculator)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        step += 1
+        recent = (recent + [agree])[-20:]
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.3f}", top1="/".join(f"{a:.2f}" for a in agree[:3]))
+        if ckpt is not None and (step % 50 == 0 or step == steps):
+            ckpt.parent.mkdir(parents=True, exist_ok=True)
+            state = {"eagle": {k: v for k, v in eagle.state_dict().items() if not k.startswith("embed_tokens")},
+                     "opt": opt.state_dict(), "step": step}
+            if speculator is not None:
+                state["speculator"] = speculator.state_dict()
+            torch.save(state, ckpt.with_suffix(".tmp"))
+            ckpt.with_suffix(".tmp").rename(ckpt)
+    bar.close()
+    return {"agree_per_step": [sum(a[i] for a in recent) / len(recent) for i in range(ttt)] if recent else []}
+
+
+def export(eagle: Eagle3, config: dict, vocab_ids: torch.Tensor, frequent: list[int], out: Path,
+           speculator: VocabSpeculator | None) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v for k, v in eagle.state_dict().items() if not k.startswith(("embed_tokens", "rotary", "d2t", "t2d"))}
+    if config["draft_vocab_size"] < config["vocab_size"]:  # official maps: d2t offsets, t2d mask
+        state["d2t"] = vocab_ids - torch.arange(len(vocab_ids))
+        t2d = torch.zeros(config["vocab_size"], dtype=torch.bool)
+        t2d[vocab_ids] = True
+        state["t2d"] = t2d
+    else:
+        state.pop("lm_head.weight")  # full head: the target's own, tied
+    if speculator is not None:
+        state.update({f"speculator.{k}": v for k, v in speculator.state_dict().items()})
+    state = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in state.items()}
+    save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    (out / FREQUENT).write_text(json.dumps(frequent) + "\n")
+
+
+# --- 5. eval -------------------------------------------------------------------------------------------------
+
+
+def stage_eval(folder: Path, n_eval: int, tokens: int, heads: list[tuple[str, int]]) -> dict:
+    """tau, speedup over ar (same process, alternating) and draft step time per head on held-out prompts."""
+    from methods import DecodeSettings, Models, Prompt, get_method
+    from methods.eagle import head_for, load_eagle3
+
+    target, tokenizer = smollm2.load_instruct(torch.float32)
+    eagle = load_eagle3(folder, target, torch.float32)
+    models = Models(target.eval(), eagle=eagle)
+    settings = DecodeSettings(max_new_tokens=tokens, eos_token_ids=(EOS,))
+    questions = train_draft.read_jsonl(train_draft.PROMPTS / "eval.jsonl")[:n_eval]
+    results = {}
+    with torch.no_grad():
+        h = torch.randn(1, eagle.config.hidden_size)
+        for kind, size in heads:
+            head = head_for(eagle, target, kind, size)
+            times = []
+            for _ in range(30):
+                t = time.perf_counter()
+                head(eagle.norm(h))
+                times.append(time.perf_counter() - t)
+            tot = dict(ar_s=0.0, s=0.0, tokens=0, calls=0, same=0)
+            for q in tqdm(questions, desc=f"[5/5 eval] {kind}{size or ''}", unit="prompt"):
+                ids = tokenizer.apply_chat_template([{"role": "user", "content": q["turns"][0]}], add_generation_prompt=True,
+                                                    return_dict=True, return_tensors="pt")["input_ids"]
+                ar = get_method("ar")(models, Prompt({"input_ids": ids}), settings)
+                res = get_method("eagle")(models, Prompt({"input_ids": ids}), settings, head=kind, head_size=size)
+                tot["ar_s"] += ar.stats["prefill_s"] + ar.stats["decode_s"]
+                tot["s"] += res.stats["prefill_s"] + res.stats["decode_s"]
+                tot["tokens"] += len(res.tokens[0])
+                tot["calls"] += res.stats["target_calls"]
+                tot["same"] += ar.tokens == res.tokens
+            results[f"{kind}{size or ''}"] = dict(tau=tot["tokens"] / tot["calls"], speedup=tot["ar_s"] / tot["s"],
+                                                  identical=f"{tot['same']}/{len(questions)}",
+                                                  head_ms=sorted(times)[15] * 1e3)
+            print(f"[5/5 eval] {kind}{size or ''}: " + json.dumps(results[f'{kind}{size or ""}']))
+    return results
+
+
+# --- main ----------------------------------------------------------------------------------------------------
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--smoke", action="store_true", help="a few answers and steps: an end-to-end check in seconds")
+    ap.add_argument("--head", choices=["full", "reduced"], default="full",
+                    help="full: tied target head (+ SpecVocab speculator); reduced: trained top-N head with d2t/t2d")
+    ap.add_argument("--vocab", type=int, default=8192, help="N for --head reduced")
+    ap.add_argument("--rank", type=int, default=0, help="speculator width d' (default d/8)")
+    ap.add_argument("--answers", type=int, default=600, help="training answers used (the generate stage's first N)")
+    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--ttt", type=int, default=5, help="unrolled steps of training-time test")
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, help="weights folder (default harness/zoo/weights/smol-eagle3[-rN])")
+    ap.add_argument("--n-eval", type=int, default=20)
+    ap.add_argument("--eval-tokens", type=int, default=128)
+    ap.add_argument("--no-eval", action="store_true")
+    args = ap.parse_args(argv)
+    draft_args = train_draft.parser().parse_args(["--smoke"] if args.smoke else [])
+    if args.smoke:
+        draft_args.n_prompts, draft_args.max_new, draft_args.gen_batch = 4, 8, 4
+        args.answers, args.steps, args.batch, args.ttt, args.vocab, args.no_eval = 4, 2, 2, 2, 512, True
+    name = "smol-eagle3" if args.head == "full" else f"smol-eagle3-r{args.vocab}"
+    root = smollm2.cache_root() / ("smol-eagle3-smoke" if args.smoke else "smol-eagle3")
+    out = args.out or (root / "weights" / name if args.smoke else WEIGHTS / name)
+    times = {}
+
+    t = time.time()
+    data = train_draft.stage_generate(draft_args, smollm2.cache_root() / ("smol-draft-smoke" if args.smoke else "smol-draft"))
+    data = data[: args.answers]
+    times["data_s"] = time.time() - t
+    target, _ = smollm2.load_instruct(torch.bfloat16)
+    target.eval()
+    t = time.time()
+    key = train_draft.digest(len(data), sum(len(r["response"]) for r in data), args.smoke)
+    items = extract_features(target, data, root / f"features-{key}")
+    times["features_s"] = time.time() - t
+
+    config = drafter_config(target.config, target.config.vocab_size if args.head == "full" else args.vocab)
+    frequent = frequency_order(data, target.config.vocab_size)
+    vocab_ids = torch.arange(target.config.vocab_size) if args.head == "full" else torch.tensor(sorted(frequent[: args.vocab]))
+    if args.head == "reduced" and EOS not in vocab_ids:
+        vocab_ids = torch.tensor(sorted(frequent[: args.vocab - 1] + [EOS]))
+    eagle = new_drafter(config, target, args.seed)
+    speculator = VocabSpeculator(config["hidden_size"], args.rank or config["hidden_size"] // 8,
+                                 config["vocab_size"]) if args.head == "full" else None
+    t = time.time()
+    run = train_draft.digest(name, key, args.steps, args.batch, args.ttt, args.lr, args.seed, args.rank)
+    log = train(eagle.float(), target, items, args.head, vocab_ids, args.steps, args.batch, args.ttt, args.lr,
+                root / f"train-{run}" / "ckpt.pt", speculator, args.seed)
+    times["train_s"] = time.time() - t
+    export(eagle, config, vocab_ids, frequent, out, speculator)
+    n_params = sum(v.numel() for k, v in eagle.state_dict().items()
+                   if not k.startswith(("embed_tokens", "rotary")) and not (args.head == "full" and k == "lm_head.weight"))
+    build = dict(name=name, head=args.head, params=n_params, file_bytes=(out / "model.safetensors").stat().st_size,
+                 data=dict(answers=len(data), tokens=sum(len(it["ids"]) for it in items)),
+                 train=dict(steps=args.steps, batch=args.batch, ttt=args.ttt, lr=args.lr, **log),
+                 speculator_rank=speculator.down.weight.shape[0] if speculator is not None else None)
+    print(f"[4/5 export] {n_params / 1e6:.2f}M params -> {out}")
+    if not args.no_eval:
+        t = time.time()
+        heads = [("full", 0), ("specvocab", 768), ("frspec", 8192)] if args.head == "full" else [("reduced", 0)]
+        build["eval"] = stage_eval(out, args.n_eval, args.eval_tokens, heads)
+        times["eval_s"] = time.time() - t
+    build["wall_s"] = times
+    (out / "build.json").write_text(json.dumps(build, indent=2) + "\n")
+    print("stage wall times: " + ", ".join(f"{k} {v:.0f}s" for k, v in times.items()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,146 @@
+"""transformers' own speculative decoding as a peer to ours: the same pair decoded by `target.generate()`.
+
+`hf_assisted`: assisted generation with the pair's draft (`assistant_model`, `num_assistant_tokens=gamma`,
+schedule "constant", confidence threshold 0, so every block drafts exactly `gamma` tokens as `sd` does);
+`hf_pld`: prompt-lookup decoding (`prompt_lookup_num_tokens=gamma`), no draft model.
+
+transformers 5.x reads the assistant knobs from the *assistant's* generation config, and fills every knob a
+caller leaves unset from the models' own generation configs (top_k 50, repetition penalty, EOS, ...). So
+for the call both models get a fresh config holding only what `DecodeSettings` and `gamma` say; the models'
+configs are restored afterwards. The pad id is the EOS id (or none): with any other id HF's assistant infers
+an attention mask that hides every generated copy of the pad token, and drafts from the wrong context.
+
+Statistics are counted from outside with forward hooks (public torch API) on the target and the draft,
+never by patching transformers. HF keeps the target's KV cache one short of the committed sequence (the
+last token is fed with the next block), so a target call that sees `start` cached positions and feeds
+`length` tokens was preceded by `start + 1` committed tokens (the prompt, for the first call), drafted
+`start + length - committed_before` tokens, and accepted `committed_after - committed_before - 1`. Unlike
+`sd`, whose prefill call verifies nothing, every HF target call verifies a block: target_calls equals the
+number of blocks, and new tokens = sum(accepted) + target_calls.
+
+Timing: HF has no separate prefill; its first target forward scores the prompt together with the first
+draft block. prefill_s is the time to the first token (the end of that first target forward, clocked by
+its forward hook with `methods.core.now`), decode_s the rest, so prefill_s + decode_s is the whole call.
+
+Greedy decoding gives `ar`'s tokens; sampling uses HF's own speculative sampling with HF's global RNG,
+seeded from `generator`, so it has the same distribution as `ar` but not the same draws. Image prompts:
+`hf_assisted` passes `pixel_values` to both LLaVA models (HF supports it); `hf_pld` refuses them.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+from transformers import GenerationConfig, GenerationMixin
+
+from methods.core import DecodeSettings, Models, Prompt, Result, check_prompt, extend, now
+
+
+@contextmanager
+def generation_configs(configs: dict):
+    """Give each model in `configs` (model -> GenerationConfig) that config for the duration of the block."""
+    saved = {model: model.generation_config for model in configs}
+    try:
+        for model, config in configs.items():
+            model.generation_config = config
+        yield
+    finally:
+        for model, config in saved.items():
+            model.generation_config = config
+
+
+def n_tokens(kwargs: dict) -> int:
+    """Tokens fed to a forward call, from its keyword inputs (`input_ids` or `inputs_embeds`)."""
+    x = kwargs.get("input_ids")
+    return (x if x is not None else kwargs["inputs_embeds"]).shape[1]
+
+
+@contextmanager
+def counted(target, draft):
+    """Hooks recording every target call as (cached positions, fed tokens), the end time of the first one,
+    and the number of draft calls."""
+    rec = {"calls": [], "first_end": None, "draft_calls": 0}
+
+    def before(module, args, kwargs):
+        rec["calls"].append((kwargs["past_key_values"].get_seq_length(), n_tokens(kwargs)))
+
+    def after(module, args, kwargs, output):
+        if rec["first_end"] is None:
+            rec["first_end"] = now(target.device)
+
+    def drafted(module, args, kwargs):
+        rec["draft_calls"] += 1
+
+    handles = [target.register_forward_pre_hook(before, with_kwargs=True),
+               target.register_forward_hook(after, with_kwargs=True)]
+    if draft is not None:
+        handles.append(draft.register_forward_pre_hook(drafted, with_kwargs=True))
+    try:
+        yield rec
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def blocks(calls: list[tuple[int, int]], n_prompt: int, n_final: int) -> tuple[list[int], list[int]]:
+    """Per target call: (accepted, drafted), from the calls' (cached, fed) and the final sequence length."""
+    committed = [n_prompt] + [start + 1 for start, _ in calls[1:]] + [n_final]
+    drafted = [start + fed - committed[i] for i, (start, fed) in enumerate(calls)]
+    accepted = [committed[i + 1] - committed[i] - 1 for i in range(len(calls))]
+    return accepted, drafted
+
+
+def hf_generate(models: Models, prompt: Prompt, settings: DecodeSettings, generator, gamma: int, draft=None) -> Result:
+    """One `target.generate()` call: assisted by `draft`, or prompt lookup when `draft` is None."""
+    if gamma < 1:
+        raise ValueError(f"need gamma >= 1, got {gamma}")
+    n_prompt = check_prompt(prompt)
+    target = models.target
+    eos = list(settings.eos_token_ids) or None
+    sampling = {} if settings.greedy else dict(temperature=settings.temperature, top_p=settings.top_p, top_k=0)
+    lookup = {} if draft is not None else dict(prompt_lookup_num_tokens=gamma)
+    configs = {target: GenerationConfig(max_new_tokens=settings.max_new_tokens, do_sample=not settings.greedy,
+                                        eos_token_id=eos, pad_token_id=eos[0] if eos else None,
+                                        **sampling, **lookup)}
+    if draft is not None:  # transformers reads the assistant's knobs from the assistant's own config
+        configs[draft] = GenerationConfig(num_assistant_tokens=gamma, num_assistant_tokens_schedule="constant",
+                                          assistant_confidence_threshold=0.0)
+    seed = int(torch.randint(2**62, (1,), generator=generator, device=generator.device)) if generator else 0
+    with torch.random.fork_rng(devices=[target.device] if target.device.type == "cuda" else []), \
+            generation_configs(configs), counted(target, draft) as rec, torch.inference_mode():
+        torch.manual_seed(seed)
+        t0 = now(target.device)
+        seq = target.generate(**prompt.target, attention_mask=torch.ones_like(prompt.target["input_ids"]),
+                              assistant_model=draft)
+        t2 = now(target.device)
+    out: list[int] = []
+    extend(out, seq[0, n_prompt:].tolist(), settings)
+    accepted, drafted = blocks(rec["calls"], n_prompt, seq.shape[1])
+    return Result([out], dict(prefill_s=rec["first_end"] - t0, decode_s=t2 - rec["first_end"],
+                              target_calls=len(rec["calls"]), draft_calls=rec["draft_calls"],
+                              accepted=accepted, drafted=drafted))
+
+
+def generate(models: Models, prompt: Prompt, settings: DecodeSettings, generator: torch.Generator | None = None,
+             gamma: int = 5) -> Result:
+    """`hf_assisted`: HF assisted generation with the pair's draft drafting `gamma` tokens per block."""
+    draft = models.draft
+    if not isinstance(draft, GenerationMixin):
+        raise TypeError(f"hf_assisted: the pair's draft ({type(draft).__module__}.{type(draft).__name__}) is not a "
+                        "transformers GenerationMixin model; HF assisted generation drafts by calling "
+                        "draft.generate(), so it needs one (a transformers *ForCausalLM or similar)")
+    if draft is models.target:
+        raise ValueError("hf_assisted: the draft is the target module itself; its statistics come from hooks that "
+                         "tell target calls from draft calls by module, so load the draft as a separate copy")
+    return hf_generate(models, prompt, settings, generator, gamma, draft)
+
+
+def generate_pld(models: Models, prompt: Prompt, settings: DecodeSettings, generator: torch.Generator | None = None,
+                 gamma: int = 5) -> Result:
+    """`hf_pld`: HF prompt-lookup decoding, drafting up to `gamma` tokens per block by n-gram match."""
+    if prompt.target.get("pixel_values") is not None:
+        raise NotImplementedError(
+            "hf_pld does not support image prompts: transformers' prompt lookup copies n-grams of the prompt, image "
+            "placeholder tokens included, into its drafts, and LLaVA then fails with 'Image features and image "
+            "tokens do not match' (e.g. after 'USER:' it drafts the '<image>' run that followed 'USER:' in the prompt)")
+    return hf_generate(models, prompt, settings, generator, gamma)

@@ -1,0 +1,239 @@
+"""EAGLE-3 drafting: the official checkpoint format loads, every head is lossless, the drafter's cache holds
+exactly what a from-scratch run over the committed tokens would hold, and sampling keeps the distribution."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from methods import DecodeSettings, Models, Prompt, get_method
+from methods.core import forward, new_cache
+from methods.eagle import FREQUENT, Eagle3, feature_layers, load_eagle3
+from tests.conftest import harness_cli, pair_overrides, tiny_llama
+
+VOCAB, HIDDEN = 96, 32
+
+
+TARGET = tiny_llama(0, vocab=VOCAB, hidden=HIDDEN, layers=3)
+
+
+def bigram_target():
+    """Every layer a no-op: the next token depends on the current token only, so a drafter can learn to
+    predict the target several tokens ahead (trained below; random drafters accept almost nothing)."""
+    model = tiny_llama(1, vocab=VOCAB, hidden=HIDDEN, layers=3)
+    for layer in model.model.layers:
+        layer.self_attn.o_proj.weight.data.zero_()
+        layer.mlp.down_proj.weight.data.zero_()
+    return model
+
+
+BIGRAM = bigram_target()
+PROMPTS = [torch.tensor([ids]) for ids in ([5, 17, 3, 42], [1, 2], list(range(10, 40)))]
+
+
+def write_checkpoint(folder, draft_vocab: int = 48, seed: int = 0, speculator: bool = True, fmt: str = "bin",
+                     vocab: int = VOCAB, hidden: int = HIDDEN):
+    """A tiny drafter in the layout of yuhuili/EAGLE3-LLaMA3.1-Instruct-8B: its config.json keys, weight names,
+    d2t as offsets (target id = draft id + d2t) and t2d as a mask; no d2t/t2d when the vocabularies are equal."""
+    folder.mkdir(parents=True, exist_ok=True)
+    g = torch.Generator().manual_seed(seed)
+    d, inter, heads, kv = hidden, 64, 4, 2
+    config = {"architectures": ["LlamaForCausalLMEagle3"], "model_type": "llama", "bos_token_id": 1, "eos_token_id": 2,
+              "hidden_act": "silu", "hidden_size": d, "initializer_range": 0.02, "intermediate_size": inter,
+              "max_position_embeddings": 2048, "num_attention_heads": heads, "num_key_value_heads": kv,
+              "num_hidden_layers": 1, "pad_token_id": 0, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+              "tie_word_embeddings": False, "torch_dtype": "float16", "transformers_version": "4.28.1",
+              "use_cache": True, "vocab_size": vocab, "draft_vocab_size": draft_vocab}
+    (folder / "config.json").write_text(json.dumps(config))
+    w = lambda *shape: torch.randn(*shape, generator=g) * 0.3  # noqa: E731
+    hd = d // heads
+    state = {"fc.weight": w(d, 3 * d), "midlayer.hidden_norm.weight": torch.ones(d),
+             "midlayer.input_layernorm.weight": torch.ones(d), "midlayer.post_attention_layernorm.weight": torch.ones(d),
+             "midlayer.self_attn.q_proj.weight": w(heads * hd, 2 * d), "midlayer.self_attn.k_proj.weight": w(kv * hd, 2 * d),
+             "midlayer.self_attn.v_proj.weight": w(kv * hd, 2 * d), "midlayer.self_attn.o_proj.weight": w(d, heads * hd),
+             "midlayer.mlp.gate_proj.weight": w(inter, d), "midlayer.mlp.up_proj.weight": w(inter, d),
+             "midlayer.mlp.down_proj.weight": w(d, inter), "norm.weight": torch.ones(d), "lm_head.weight": w(draft_vocab, d)}
+    if draft_vocab < vocab:
+        kept = torch.randperm(vocab, generator=g)[:draft_vocab].sort().values
+        state["d2t"] = kept - torch.arange(draft_vocab)
+        t2d = torch.zeros(vocab, dtype=torch.bool)
+        t2d[kept] = True
+        state["t2d"] = t2d
+    if speculator:
+        state["speculator.down.weight"], state["speculator.vocab.weight"] = w(d // 8, d), w(vocab, d // 8)
+    state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    if fmt == "bin":
+        torch.save(state, folder / "pytorch_model.bin")
+    else:
+        from safetensors.torch import save_file
+
+        save_file(state, str(folder / "model.safetensors"))
+    (folder / FREQUENT).write_text(json.dumps(torch.randperm(vocab, generator=g).tolist()))
+    return state
+
+
+@pytest.fixture(scope="module")
+def drafters(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eagle")
+    write_checkpoint(root / "reduced", draft_vocab=48)
+    write_checkpoint(root / "same-vocab", draft_vocab=VOCAB, fmt="safetensors")
+    return {name: load_eagle3(root / name, TARGET, torch.float32) for name in ("reduced", "same-vocab")}
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """A drafter trained with training-time test on the bigram target's own greedy outputs (seconds)."""
+    from harness.zoo.train_eagle import drafter_config, new_drafter, train
+    from methods.eagle import VocabSpeculator
+
+    g, items = torch.Generator().manual_seed(0), []
+    with torch.no_grad():
+        for _ in range(48):
+            prompt = torch.randint(0, VOCAB, (1, 5), generator=g)
+            ids = prompt[0].tolist() + decode("ar", None, prompt, DecodeSettings(max_new_tokens=24), target=BIGRAM).tokens[0]
+            logits, feats = forward(BIGRAM, new_cache(BIGRAM), torch.tensor([ids]), layers=feature_layers(3))
+            lp, top = torch.log_softmax(logits[0], -1).topk(8, -1)
+            items.append(dict(ids=ids, features=feats[0].to(torch.bfloat16), prompt_len=5, top_ids=top[4:-1].int(),
+                              top_lp=lp[4:-1].half()))
+    eagle, spec = new_drafter(drafter_config(BIGRAM.config, VOCAB), BIGRAM, 0), VocabSpeculator(HIDDEN, 8, VOCAB)
+    log = train(eagle, BIGRAM, items, "full", torch.arange(VOCAB), steps=200, batch=8, ttt=3, lr=1e-2, speculator=spec)
+    eagle.speculator = spec
+    eagle.frequent = torch.arange(VOCAB)
+    return eagle.eval(), log
+
+
+def decode(method, eagle, prompt, settings, generator=None, target=TARGET, **options):
+    return get_method(method)(Models(target, eagle=eagle), Prompt({"input_ids": prompt}), settings, generator, **options)
+
+
+def test_official_format_loads(drafters, tmp_path):
+    red, same = drafters["reduced"], drafters["same-vocab"]
+    assert red.lm_head.weight.shape == (48, HIDDEN) and red.fc.weight.shape == (HIDDEN, 3 * HIDDEN)
+    ids = torch.arange(48) + red.d2t
+    assert ids.unique().numel() == 48 and red.t2d[ids].all() and red.t2d.sum() == 48  # d2t and t2d agree
+    assert torch.equal(same.d2t, torch.zeros(VOCAB, dtype=torch.long))  # absent maps: identity
+    assert red.embed_tokens is TARGET.get_input_embeddings() and red.speculator is not None
+    assert red.frequent.numel() == VOCAB
+    write_checkpoint(tmp_path / "bad", draft_vocab=48)
+    cfg = json.loads((tmp_path / "bad" / "config.json").read_text())
+    (tmp_path / "bad" / "config.json").write_text(json.dumps({**cfg, "vocab_size": VOCAB + 1}))
+    with pytest.raises(ValueError, match="vocabulary"):
+        load_eagle3(tmp_path / "bad", TARGET)
+
+
+def test_feature_layers_are_low_mid_high():
+    assert feature_layers(32) == [2, 16, 29] and feature_layers(30) == [2, 15, 27] and feature_layers(3) == [2, 1, 0]
+
+
+def test_training_time_test_learns(trained):
+    """Training reaches high agreement at every unrolled step, and the drafter is accepted at decode time."""
+    eagle, log = trained
+    assert min(log["agree_per_step"]) > 0.8
+    res = decode("eagle", eagle, PROMPTS[2], DecodeSettings(max_new_tokens=40), gamma=4, target=BIGRAM)
+    assert 40 / res.stats["target_calls"] > 2.5
+
+
+def pick(name, drafters, trained):
+    return (trained[0], BIGRAM) if name == "trained" else (drafters[name], TARGET)
+
+
+HEADS = [("same-vocab", "full", 0), ("reduced", "reduced", 0), ("same-vocab", "frspec", 24),
+         ("same-vocab", "specvocab", 8), ("trained", "full", 0), ("trained", "frspec", 48), ("trained", "specvocab", 16)]
+
+
+@pytest.mark.parametrize("name,head,size", HEADS)
+@pytest.mark.parametrize("gamma,width", [(1, 1), (4, 1), (5, 1), (3, 2), (4, 3)])
+def test_greedy_equals_ar(drafters, trained, name, head, size, gamma, width):
+    settings = DecodeSettings(max_new_tokens=29)
+    eagle, target = pick(name, drafters, trained)
+    for prompt in PROMPTS:
+        ar = decode("ar", None, prompt, settings, target=target).tokens[0]
+        res = decode("eagle", eagle, prompt, settings, gamma=gamma, tree_width=width, head=head, head_size=size,
+                     target=target)
+        assert res.tokens[0] == ar
+        assert sum(res.stats["accepted"]) + res.stats["target_calls"] == len(ar)  # one target token per call
+
+
+def test_specvocab_method_is_eagle_with_the_speculator_head(drafters):
+    settings = DecodeSettings(max_new_tokens=20)
+    a = decode("specvocab", drafters["same-vocab"], PROMPTS[0], settings, k=8)
+    b = decode("eagle", drafters["same-vocab"], PROMPTS[0], settings, head="specvocab", head_size=8)
+    assert a.tokens == b.tokens and a.stats["accepted"] == b.stats["accepted"]
+
+
+def test_heads_propose_only_their_tokens(drafters):
+    from methods.eagle import head_for
+
+    eagle, h = drafters["same-vocab"], torch.randn(3, HIDDEN)
+    for kind, size, allowed in (("frspec", 24, set(eagle.frequent[:24].tolist())), ("specvocab", 8, None)):
+        logits = head_for(eagle, TARGET, kind, size)(h)
+        finite = [set(torch.isfinite(row).nonzero().flatten().tolist()) for row in logits]
+        if allowed is not None:
+            assert all(f <= allowed | {2} for f in finite)  # frequent tokens (+ EOS when the target has one)
+        else:
+            assert all(len(f) == 8 for f in finite)
+            top = eagle.speculator(h).topk(8).indices
+            assert all(f == set(t.tolist()) for f, t in zip(finite, top))
+            full = h @ TARGET.get_output_embeddings().weight.T  # exact logits on the candidates
+            assert torch.allclose(logits.gather(1, top), full.gather(1, top), atol=1e-5)
+    red = drafters["reduced"]
+    logits = head_for(red, TARGET, "reduced", 0)(h)
+    assert set(torch.isfinite(logits[0]).nonzero().flatten().tolist()) == set(red.t2d.nonzero().flatten().tolist())
+    with pytest.raises(ValueError, match="head_size"):
+        head_for(eagle, TARGET, "specvocab", 0)
+    with pytest.raises(ValueError, match="valid choices"):
+        head_for(eagle, TARGET, "nope", 0)
+
+
+@pytest.mark.parametrize("name", ["same-vocab", "trained"])
+@pytest.mark.parametrize("width", [1, 2])
+def test_drafter_cache_equals_a_fresh_run(drafters, trained, name, width):
+    """Entries built during decoding (from prefill and tree/chain verification features, across rejections)
+    equal the entries of one fresh pass over the committed tokens."""
+    eagle, target = pick(name, drafters, trained)
+    prompt = PROMPTS[2]
+    res = decode("eagle", eagle, prompt, DecodeSettings(max_new_tokens=40), gamma=4, tree_width=width, target=target)
+    out = res.tokens[0]
+    assert name != "trained" or sum(res.stats["accepted"]) > 10  # the accepted-path bookkeeping is exercised
+    attn = eagle.midlayer.self_attn
+    assert attn.length > prompt.shape[1]
+    k_run, v_run = attn.k_cache[:, :, : attn.length].clone(), attn.v_cache[:, :, : attn.length].clone()
+    n = attn.length  # a drafter with n entries has read tokens 1..n: the run may have cut it short mid-block
+    seq = torch.cat([prompt[0], torch.tensor(out)])
+    _, feats = forward(target, new_cache(target), seq[None, :n], layers=feature_layers(3))
+    attn.reset(64, feats.device, feats.dtype)
+    eagle.extend(feats, seq[None, 1 : n + 1], torch.arange(n)[None])
+    assert torch.allclose(k_run, attn.k_cache[:, :, :n], atol=1e-5)
+    assert torch.allclose(v_run, attn.v_cache[:, :, :n], atol=1e-5)
+
+
+def test_missing_drafter_and_bad_heads(drafters):
+    settings = DecodeSettings(max_new_tokens=5)
+    with pytest.raises(ValueError, match="EAGLE-3 drafter"):
+        decode("eagle", None, PROMPTS[0], settings)
+    with pytest.raises(ValueError, match="reduced"):  # a drafter narrower than the target cannot use its head
+        narrow = Eagle3(drafters["same-vocab"].config.__class__(hidden_size=16, num_attention_heads=2,
+                                                                  num_key_value_heads=1, intermediate_size=32,
+                                                                  vocab_size=VOCAB), HIDDEN)
+        decode("eagle", narrow, PROMPTS[0], settings, head="full")
+
+
+def test_eagle_and_specvocab_through_the_cli(tmp_path, random_pair_dir):
+    """`method=eagle` / `method=specvocab` with `pair.eagle.id` pointing at a folder in the official format."""
+    from transformers import AutoConfig
+
+    cfg = AutoConfig.from_pretrained(random_pair_dir / "target")
+    write_checkpoint(tmp_path / "eagle", draft_vocab=cfg.vocab_size, vocab=cfg.vocab_size, hidden=cfg.hidden_size)
+    common = ["n_samples=2", "max_new_tokens=12", "warmup=1", "progress=false", "run_name=e",
+              *pair_overrides(random_pair_dir), f"+pair.eagle.id={tmp_path / 'eagle'}"]
+    for args in (["-m", "method=ar,eagle"], ["method=specvocab", "method.k=16"]):
+        proc = harness_cli(*args, *common, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+    report = harness_cli(str(tmp_path / "results" / "e"), cwd=tmp_path, module="harness.report")
+    import pandas as pd
+
+    table = pd.read_csv(tmp_path / "results" / "e" / "report.csv").set_index("method")
+    assert table.loc[["eagle_full0_g5_w1", "specvocab_k16_g5_w1"], "lossless"].astype(str).tolist() == ["True"] * 2
+    missing = harness_cli("method=eagle", *common[:-1], "run_name=no-eagle", cwd=tmp_path)
+    assert missing.returncode == 2 and "no EAGLE-3 drafter" in missing.stderr
