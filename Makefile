@@ -7,7 +7,7 @@ QUICK ?= n_samples=6 max_new_tokens=64
 
 RESULTS ?= results/$(RUN)
 
-.PHONY: setup run test bench figures status clean
+.PHONY: setup run test bench figures status zoo zoo-vlm clean
 
 setup: $(VENV)/.installed
 
@@ -32,6 +32,13 @@ figures: setup   # report tables + paper-style figures for RESULTS (default resu
 
 status: setup    # done / partial / failed / missing cells of RESULTS
 	$(PY) -m harness.report --status $(RESULTS)
+
+zoo: setup       # rebuild the text zoo from scratch: smol-draft, then smol-eagle3 (+ SpecVocab speculator)
+	$(PY) -m harness.zoo.train_draft
+	$(PY) -m harness.zoo.train_eagle
+
+zoo-vlm: setup   # rebuild tiny-llava (target vision tower + projector, distilled draft)
+	$(PY) -m harness.zoo.train_vlm
 
 bench: setup
 	$(PY) -m harness.bench

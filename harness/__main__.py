@@ -1,4 +1,4 @@
-"""`python -m harness method=sd pair=smollm2-135m dataset=tiny` — the Hydra app (`-m` for sweeps)."""
+"""`python -m harness method=sd pair=smollm2-135m__smol-draft dataset=tiny` — the Hydra app (`-m` for sweeps)."""
 from __future__ import annotations
 
 import logging

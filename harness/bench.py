@@ -233,7 +233,7 @@ SECTIONS = {"sd": bench_sd, "hf": bench_hf, "overhead": bench_overhead, "cost": 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m harness.bench", description=__doc__.split("\n")[0])
     ap.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated: {', '.join(SECTIONS)}")
-    ap.add_argument("--pair", default="smollm2-135m", help="text pair for sd, hf, overhead, cost")
+    ap.add_argument("--pair", default="smollm2-135m__smol-draft", help="text pair for sd, hf, overhead, cost")
     ap.add_argument("--dataset", default="tiny")
     ap.add_argument("--gamma", type=int, default=5)
     ap.add_argument("--max-new-tokens", type=int, default=64)

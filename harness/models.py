@@ -71,8 +71,10 @@ def _from_hf(cls, model_id: str, **kwargs):
 def load_model(model_id: str, dtype: torch.dtype, device: torch.device):
     """(model, tokenizer, processor or None), cached so multirun jobs in one process load each model once."""
     if model_id.startswith("embedded:"):
-        model, tokenizer = load_embedded(model_id.removeprefix("embedded:"), dtype)
-        return model.to(device).eval(), tokenizer, None
+        model, tok_or_processor = load_embedded(model_id.removeprefix("embedded:"), dtype)
+        processor = tok_or_processor if hasattr(tok_or_processor, "image_processor") else None  # vision pairs
+        tokenizer = processor.tokenizer if processor is not None else tok_or_processor
+        return model.to(device).eval(), tokenizer, processor
     config = _from_hf(AutoConfig, model_id)
     if hasattr(config, "vision_config"):
         model = _from_hf(AutoModelForImageTextToText, model_id, dtype=dtype)

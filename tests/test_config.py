@@ -23,8 +23,9 @@ def test_every_combination_composes(method, pair, dataset):
     resolved = OmegaConf.to_container(cfg, resolve=True)
     assert resolved["method"]["name"] == method and resolved["method"]["tag"]
     assert resolved["pair"]["name"] == pair and resolved["pair"]["target"]["id"]
-    if resolved["method"]["needs_draft"]:
-        assert resolved["pair"]["draft"]["id"]
+    for need in ("draft", "eagle"):  # a pair without what the method needs fails at load with a clear error
+        if resolved["method"].get(f"needs_{need}") and need in resolved["pair"]:
+            assert resolved["pair"][need]["id"]
     assert resolved["dataset"]["name"] == dataset and resolved["dataset"]["loader"]
     for key in ("max_new_tokens", "temperature", "top_p", "seed", "n_samples", "warmup", "device", "dtype",
                 "output_root"):
@@ -44,3 +45,12 @@ def test_unknown_name_lists_the_choices(tmp_path, group):
     assert f"Could not find '{group}/no-such-thing'" in proc.stderr
     for choice in GROUPS[group]:
         assert choice in proc.stderr
+
+
+def test_every_method_has_a_pair_that_serves_it():
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        pairs = [compose("config", overrides=[f"pair={p}"]).pair for p in GROUPS["pair"]]
+        for method in GROUPS["method"]:
+            m = compose("config", overrides=[f"method={method}"]).method
+            needs = [k for k in ("draft", "eagle") if m.get(f"needs_{k}")]
+            assert any(all(k in p for k in needs) for p in pairs), method

@@ -8,7 +8,7 @@ from tests.conftest import ROOT
 
 
 def test_embedded_pair_sd_equals_ar():
-    pair = load_pair(OmegaConf.load(ROOT / "conf/pair/smollm2-135m.yaml"), torch.device("cpu"), torch.float32)
+    pair = load_pair(OmegaConf.load(ROOT / "conf/pair/smollm2-135m__smol-draft.yaml"), torch.device("cpu"), torch.float32)
     assert pair.models.target.config.num_hidden_layers == 30 and pair.tokenizer.vocab_size == 49152
     assert 2 in pair.eos_token_ids  # <|im_end|>
     settings = DecodeSettings(max_new_tokens=24, eos_token_ids=pair.eos_token_ids)

@@ -115,7 +115,7 @@ def test_llava_target_with_images(llava_pair_dir):
 def test_embedded_pair_equals_ar():
     """The real SmolLM2-135M-Instruct pair: its chat prompt contains its EOS token (<|im_end|> ends each turn),
     which must not be masked as padding, and its own generation config is set aside for the call."""
-    pair = load_pair(OmegaConf.load(ROOT / "conf/pair/smollm2-135m.yaml"), torch.device("cpu"), torch.float32)
+    pair = load_pair(OmegaConf.load(ROOT / "conf/pair/smollm2-135m__smol-draft.yaml"), torch.device("cpu"), torch.float32)
     settings = DecodeSettings(max_new_tokens=16, eos_token_ids=pair.eos_token_ids)
     prompt = pair.encode([{"role": "user", "content": "Name three colours of the rainbow."}])
     ar = get_method("ar")(pair.models, prompt, settings).tokens

@@ -13,8 +13,6 @@ WEIGHTS = Path(__file__).resolve().parent / "weights"  # committed weights built
 
 EMBEDDED = {
     "smollm2-135m-instruct": smollm2.load_instruct,
-    # Temporary draft until the text zoo trains one: the target's first 4 layers + its head, untrained.
-    "smollm2-135m-instruct-first4": lambda dtype: smollm2.load_truncated(4, dtype),
     # Small draft distilled from SmolLM2-135M-Instruct (cards/smol-draft.md; built by harness.zoo.train_draft).
     "smol-draft": smol_draft.load,
     # LLaVA pair on frozen SmolLM2 (cards/tiny-llava-*.md; built by harness.zoo.train_vlm): (model, processor).

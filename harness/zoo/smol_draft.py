@@ -34,7 +34,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import AutoTokenizer, GenerationConfig, LlamaConfig, LlamaModel
+from transformers import AutoTokenizer, GenerationConfig, GenerationMixin, LlamaConfig, LlamaModel, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from harness import HarnessError
@@ -73,20 +73,16 @@ def copy_candidates(history: torch.Tensor, n_last: int, min_match: int, max_matc
     return out
 
 
-class SmolDraft(nn.Module):
-    """The draft model; called like a transformers causal LM (`input_ids`, `past_key_values`,
-    `use_cache`, `logits_to_keep`) and returning `.logits` over all `target_vocab` ids."""
+class SmolDraft(PreTrainedModel, GenerationMixin):
+    """The draft model: a transformers causal LM (`input_ids`, `past_key_values`, `use_cache`, `logits_to_keep`;
+    `.logits` over all `target_vocab` ids), so transformers' own assisted generation can use it too."""
+
+    config_class = LlamaConfig
+    _supports_cache_class = True
 
     def __init__(self, cfg: dict, vocab_ids: torch.Tensor, target_embed: torch.Tensor | None = None):
-        super().__init__()
+        super().__init__(self.llama_config(cfg))
         self.cfg = dict(cfg)
-        self.config = LlamaConfig(
-            vocab_size=cfg["target_vocab"], hidden_size=cfg["hidden_size"], intermediate_size=cfg["intermediate_size"],
-            num_hidden_layers=cfg["num_hidden_layers"], num_attention_heads=cfg["num_attention_heads"],
-            num_key_value_heads=cfg["num_key_value_heads"],
-            rope_parameters={"rope_type": "default", "rope_theta": cfg["rope_theta"]}, rms_norm_eps=cfg["rms_norm_eps"],
-            max_position_embeddings=8192, tie_word_embeddings=False,
-            bos_token_id=cfg["bos_token_id"], eos_token_id=cfg["eos_token_id"], pad_token_id=cfg["eos_token_id"])
         self.generation_config = GenerationConfig(bos_token_id=cfg["bos_token_id"], eos_token_id=cfg["eos_token_id"],
                                                   pad_token_id=cfg["eos_token_id"])
         # The target's embedding table: frozen, and left out of the saved weights.
@@ -100,13 +96,18 @@ class SmolDraft(nn.Module):
         self.head = nn.Linear(cfg["hidden_size"], cfg["n_draft_vocab"], bias=False)
         self.register_buffer("vocab_ids", vocab_ids.long().clone())
 
-    @property
-    def device(self) -> torch.device:
-        return self.head.weight.device
+    @staticmethod
+    def llama_config(cfg: dict) -> LlamaConfig:
+        return LlamaConfig(
+            vocab_size=cfg["target_vocab"], hidden_size=cfg["hidden_size"], intermediate_size=cfg["intermediate_size"],
+            num_hidden_layers=cfg["num_hidden_layers"], num_attention_heads=cfg["num_attention_heads"],
+            num_key_value_heads=cfg["num_key_value_heads"],
+            rope_parameters={"rope_type": "default", "rope_theta": cfg["rope_theta"]}, rms_norm_eps=cfg["rms_norm_eps"],
+            max_position_embeddings=8192, tie_word_embeddings=False,
+            bos_token_id=cfg["bos_token_id"], eos_token_id=cfg["eos_token_id"], pad_token_id=cfg["eos_token_id"])
 
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.head.weight.dtype
+    def get_input_embeddings(self):
+        return self.embed
 
     def hidden(self, input_ids, past_key_values=None, use_cache=False, attention_mask=None):
         x = self.proj(self.embed(input_ids))

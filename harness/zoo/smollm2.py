@@ -74,15 +74,3 @@ def load_instruct(dtype: torch.dtype):
     folder = converted_dir()
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
     return model, AutoTokenizer.from_pretrained(folder)
-
-
-def load_truncated(n_layers: int, dtype: torch.dtype):
-    """The target's first `n_layers` decoder layers with its own final norm and head, not trained further."""
-    full, tokenizer = load_instruct(dtype)
-    config = LlamaConfig.from_dict({**full.config.to_dict(), "num_hidden_layers": n_layers})
-    model = LlamaForCausalLM(config).to(dtype)
-    keep = {k: v for k, v in full.state_dict().items()
-            if not k.startswith("model.layers.") or int(k.split(".")[2]) < n_layers}
-    model.load_state_dict(keep)
-    model.generation_config = full.generation_config
-    return model.eval(), tokenizer

@@ -1,0 +1,122 @@
+"""The embedded zoo's trained draft (smol-draft): interface, KV cache, build script, lossless SD."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors import safe_open
+from transformers import DynamicCache
+
+from harness.zoo import load_embedded, smol_draft
+from methods import DecodeSettings, Models, Prompt, get_method
+from tests.conftest import ROOT, harness_cli
+
+MAX_FILE_BYTES = 20 * 2**20
+
+
+@pytest.fixture(scope="module")
+def draft():
+    return load_embedded("smol-draft", torch.float32)[0]
+
+
+@pytest.fixture(scope="module")
+def target():
+    return load_embedded("smollm2-135m-instruct", torch.float32)
+
+
+def test_committed_weights_are_small_and_ours():
+    file = smol_draft.WEIGHTS_DIR / "model.safetensors"
+    assert file.stat().st_size <= MAX_FILE_BYTES
+    with safe_open(str(file), "pt") as f:
+        keys = set(f.keys())
+        assert {f.get_tensor(k).dtype for k in keys - {"vocab_ids"}} <= {torch.float16, torch.bfloat16}
+    assert not any(k.startswith("embed.") for k in keys)  # the target's embedding is read at load time
+    assert "vocab_ids" in keys and "head.weight" in keys and "proj.weight" in keys
+    json.loads((smol_draft.WEIGHTS_DIR / "config.json").read_text())
+
+
+def test_full_vocab_logits(draft):
+    vocab = draft.config.get_text_config().vocab_size
+    assert vocab == 49152 and draft.dtype == torch.float32 and draft.device.type == "cpu"
+    assert draft.generation_config.eos_token_id == 2
+    out = draft(input_ids=torch.tensor([[1, 504, 3458, 314]]), past_key_values=DynamicCache(config=draft.config),
+                use_cache=True, logits_to_keep=1)
+    assert out.logits.shape == (1, 1, vocab)
+    finite = torch.isfinite(out.logits[0, 0])
+    inside = torch.zeros(vocab, dtype=torch.bool)
+    inside[draft.vocab_ids] = True
+    assert torch.equal(finite, inside)  # -inf exactly outside the draft vocabulary
+    assert torch.isneginf(out.logits[0, 0, ~inside]).all()
+    assert 2 in draft.vocab_ids.tolist()  # EOS can be drafted
+    all_pos = draft(input_ids=torch.tensor([[1, 504, 3458, 314]]), logits_to_keep=0).logits
+    assert all_pos.shape == (1, 4, vocab)
+    torch.testing.assert_close(all_pos[:, -1:], out.logits)
+
+
+def test_copy_candidates():
+    history = torch.tensor([[5, 6, 7, 8, 5, 6, 7], [1, 2, 3, 4, 5, 6, 7]])
+    cand = smol_draft.copy_candidates(history, 3, min_match=2, max_match=4)
+    assert cand.tolist() == [[-1, 7, 8], [-1, -1, -1]]  # [5] is too short a match; [5, 6] -> 7; [5, 6, 7] -> 8
+    assert smol_draft.copy_candidates(torch.tensor([[3, 9, 3, 4, 3, 9, 3]]), 1, 2, 4).tolist() == [[4]]  # longest wins
+
+
+def test_cache_crop_rolls_back(draft):
+    # Repeated tokens so that the copy part is exercised too: its history must be cropped with the cache.
+    ids = torch.tensor([[1, 9690, 198, 2683, 359, 9690, 198, 2683]])
+    cache = DynamicCache(config=draft.config)
+    draft(input_ids=ids[:, :5], past_key_values=cache, use_cache=True)
+    first = draft(input_ids=ids[:, 5:], past_key_values=cache, use_cache=True).logits
+    assert cache.get_seq_length() == 8
+    cache.crop(-3)
+    assert cache.get_seq_length() == 5
+    again = draft(input_ids=ids[:, 5:], past_key_values=cache, use_cache=True).logits
+    torch.testing.assert_close(again, first)
+    torch.testing.assert_close(draft(input_ids=ids).logits[:, 5:], first, rtol=1e-4, atol=1e-4)
+
+
+def test_smoke_build_runs_end_to_end(tmp_path):
+    out = tmp_path / "weights"
+    proc = harness_cli("--smoke", "--work", str(tmp_path / "work"), "--out", str(out), cwd=tmp_path,
+                       module="harness.zoo.train_draft", timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert {"model.safetensors", "config.json", "build.json"} <= {p.name for p in out.iterdir()}
+    model, _ = smol_draft.load(torch.float32, out)
+    logits = model(input_ids=torch.tensor([[1, 2, 3]])).logits
+    assert logits.shape == (1, 3, 49152)
+    assert torch.isfinite(logits).sum() == 3 * model.cfg["n_draft_vocab"]
+    # A second run resumes from the cached data and checkpoint.
+    again = harness_cli("--smoke", "--work", str(tmp_path / "work"), "--out", str(out), cwd=tmp_path,
+                        module="harness.zoo.train_draft", timeout=240)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resuming from step 3" in again.stdout
+
+
+def test_sd_with_smol_draft_is_lossless(draft, target):
+    model, tokenizer = target
+    settings = DecodeSettings(max_new_tokens=24, eos_token_ids=(tokenizer.eos_token_id,))
+    accepted = 0
+    for text in ("What is the capital of France?", "Write a Python function that adds two numbers."):
+        ids = tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
+                                            return_dict=True, return_tensors="pt")["input_ids"]
+        ar = get_method("ar")(Models(model, None), Prompt({"input_ids": ids}), settings)
+        sd = get_method("sd")(Models(model, draft), Prompt({"input_ids": ids}), settings, gamma=5)
+        assert sd.tokens == ar.tokens
+        accepted += sum(sd.stats["accepted"])
+        hf = get_method("hf_assisted")(Models(model, draft), Prompt({"input_ids": ids}), settings, gamma=5)
+        assert hf.tokens == ar.tokens  # the draft also serves transformers' own assisted generation
+    assert accepted > 0  # the trained draft agrees with the target at least sometimes
+
+
+def test_missing_weights_say_how_to_build(tmp_path):
+    from harness import HarnessError
+
+    with pytest.raises(HarnessError, match="train_draft"):
+        smol_draft.load(torch.float32, tmp_path)
+
+
+def test_prompt_sets_are_disjoint():
+    rows = {name: [json.loads(x) for x in (ROOT / "datasets" / "zoo-prompts" / f"{name}.jsonl").read_text().splitlines()]
+            for name in ("train", "eval")}
+    train = {r["turns"][0] for r in rows["train"]}
+    assert len(rows["eval"]) >= 30 and not train & {r["turns"][0] for r in rows["eval"]}
