@@ -28,7 +28,10 @@ from torch import nn
 from transformers import LlamaConfig
 from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding, apply_rotary_pos_emb
 
-from methods.core import DecodeSettings, Models, Prompt, Result
+from methods.core import (
+    DecodeSettings, Models, Prompt, Result, cache_len, check_prompt, compact_cache, extend, forward, new_cache, next_token,
+    now,
+)
 from methods.speculative import speculate
 
 
@@ -143,30 +146,21 @@ class Eagle3(nn.Module):
         self.heads: dict = {}
 
     def extend(self, hidden: torch.Tensor, tokens: torch.Tensor, positions: torch.Tensor,
-               tree_mask: torch.Tensor | None = None) -> torch.Tensor:
+               mask: torch.Tensor | None = None) -> torch.Tensor:
         """Append n positions: `hidden` [1, n, 3*target_d] target features or [1, n, d] own outputs, `tokens` [1, n]
-        the next tokens, `positions` [1, n]. `tree_mask` [n, n] (True = attend) replaces causal attention among
-        the new positions."""
+        the next tokens, `positions` [1, n]. `mask` [n, past + n] (True = attend) replaces causal attention, e.g.
+        for tree nodes that see only their ancestors."""
         if hidden.shape[-1] != self.config.hidden_size:
             hidden = self.fc(hidden.to(self.fc.weight.dtype))
         emb = self.embed_tokens(tokens).to(hidden.dtype)
         cos, sin = self.rotary(hidden, positions)
-        attn = self.midlayer.self_attn
-        n, past = tokens.shape[1], attn.length
-        new = tree_mask if tree_mask is not None else torch.ones(n, n, dtype=torch.bool, device=tokens.device).tril()
-        mask = torch.cat([torch.ones(n, past, dtype=torch.bool, device=tokens.device), new], dim=1)[None, None]
-        return self.midlayer(emb, hidden, cos, sin, mask)
+        n, past = tokens.shape[1], self.midlayer.self_attn.length
+        if mask is None:
+            mask = torch.ones(n, past + n, dtype=torch.bool, device=tokens.device).tril(past)
+        return self.midlayer(emb, hidden, cos, sin, mask[None, None])
 
     def crop(self, length: int) -> None:
         self.midlayer.self_attn.length = length
-
-    def keep(self, positions: torch.Tensor) -> None:
-        """Keep only these cache positions (sorted), e.g. the accepted path of a tree."""
-        attn = self.midlayer.self_attn
-        n = len(positions)
-        attn.k_cache[:, :, :n] = attn.k_cache[:, :, positions]
-        attn.v_cache[:, :, :n] = attn.v_cache[:, :, positions]
-        attn.length = n
 
 
 # --- heads: from the drafter's hidden state to target-vocabulary logits ----------------------------------
@@ -338,9 +332,118 @@ class EagleDrafter:
         self.pending = features if self.pending is None else torch.cat([self.pending, features])
 
 
+# --- EAGLE-2's dynamic tree ------------------------------------------------------------------------------------
+
+
+def draft_tree(drafter: EagleDrafter, feed: list[int], top_k: int, depth: int, total: int):
+    """Expand the `top_k` best frontier nodes (by cumulative log-probability) level by level, `depth` levels
+    deep, each into its `top_k` best children; keep the `total - 1` best candidates. A child never scores above
+    its parent, so the kept set contains every kept node's ancestors (ties go to the older node). Returns the
+    kept nodes' (tokens, parents, depths) in creation order; parent -1 is the root, the last committed token."""
+    root = torch.log_softmax(drafter.step(feed)[0], -1).topk(top_k)
+    tok, par, score, dep = root.indices.tolist(), [-1] * top_k, root.values.tolist(), [1] * top_k
+    base, attn = drafter.attn.length, drafter.attn  # committed entries; the root's is the last of them
+    entry, state, frontier = {}, {-1: drafter.hidden[0]}, list(range(top_k))
+    for level in range(1, depth):
+        n, past = len(frontier), attn.length
+        mask = torch.zeros(n, past + n, dtype=torch.bool, device=drafter.hidden.device)
+        mask[:, :base] = True
+        for r, i in enumerate(frontier):
+            a = par[i]
+            while a >= 0:
+                mask[r, entry[a]] = True
+                a = par[a]
+            mask[r, past + r] = True
+        hidden = torch.stack([state[par[i]] for i in frontier])[None]
+        positions = torch.full((1, n), base - 1 + level, device=hidden.device)
+        out = drafter.eagle.extend(hidden, torch.tensor([[tok[i] for i in frontier]], device=hidden.device),
+                                   positions, mask)[0]
+        for r, i in enumerate(frontier):
+            entry[i], state[i] = past + r, out[r]
+        logp = torch.log_softmax(drafter.head(drafter.eagle.norm(out)), -1)
+        best = (logp + torch.tensor([score[i] for i in frontier], device=logp.device)[:, None]).topk(top_k, -1)
+        new = []
+        for r, i in enumerate(frontier):
+            for s, t in zip(best.values[r].tolist(), best.indices[r].tolist()):
+                tok.append(t), par.append(i), score.append(s), dep.append(level + 1), new.append(len(tok) - 1)
+        frontier = sorted(new, key=lambda j: (-score[j], j))[:top_k]
+    keep = sorted(sorted(range(len(tok)), key=lambda j: (-score[j], j))[: total - 1])
+    index = {j: r for r, j in enumerate(keep)}
+    return [tok[j] for j in keep], [index[par[j]] if par[j] >= 0 else -1 for j in keep], [dep[j] for j in keep]
+
+
+def tree_inputs(root: int, tokens: list[int], parents: list[int], depths: list[int], start: int, device):
+    """Block ids [1, 1 + n], attention mask [1, 1, 1 + n, start + 1 + n] (each node sees the prefix, the root and
+    its ancestors) and position ids for the root at `start` followed by the tree nodes."""
+    n = len(tokens)
+    sees = torch.eye(1 + n, dtype=torch.bool, device=device)
+    sees[:, 0] = True
+    for i, p in enumerate(parents):
+        if p >= 0:
+            sees[1 + i] |= sees[1 + p]
+    mask = torch.cat([torch.ones(1 + n, start, dtype=torch.bool, device=device), sees], dim=1)
+    positions = start + torch.tensor([0] + depths, device=device)
+    return torch.tensor([[root] + tokens], device=device), mask[None, None], positions[None]
+
+
+def walk(logits: torch.Tensor, tokens: list[int], parents: list[int]) -> tuple[list[int], int]:
+    """Greedy tree verification: from the root, follow the child the target would choose. Returns the rows of
+    the accepted nodes and the target's next token after them."""
+    row, path = 0, []
+    while True:
+        choice = int(logits[row].argmax())
+        child = next((1 + i for i, (t, p) in enumerate(zip(tokens, parents)) if p == row - 1 and t == choice), None)
+        if child is None:
+            return path, choice
+        path.append(child)
+        row = child
+
+
+@torch.inference_mode()
+def speculate_tree(models: Models, prompt: Prompt, settings: DecodeSettings, new_drafter, layers: list[int],
+                   top_k: int, depth: int, total: int) -> Result:
+    """The speculative loop with EAGLE-2 dynamic trees (greedy): draft a tree, verify it in one target forward
+    with a tree mask, keep the accepted path in both caches."""
+    if not settings.greedy:
+        raise ValueError("dynamic trees (top_k > 0) are verified greedily only; under sampling use tree_width")
+    if top_k < 1 or depth < 1 or total < 2:
+        raise ValueError(f"dynamic tree needs top_k >= 1, depth >= 1, total_tokens >= 2; got {top_k}, {depth}, {total}")
+    check_prompt(prompt)
+    target, device = models.target, models.target.device
+    t0 = now(device)
+    tcache = new_cache(target)
+    logits, feats = forward(target, tcache, logits_to_keep=1, layers=layers, **prompt.target)
+    drafter = new_drafter(feats[0])
+    t_prompt = cache_len(tcache)
+    out: list[int] = []
+    done = extend(out, [int(next_token(logits[:, -1], settings, None))], settings)
+    t1 = now(device)
+    stats = dict(target_calls=1, draft_calls=0, accepted=[], drafted=[])
+    while not done:
+        tokens, parents, depths = draft_tree(drafter, out[drafter.generated():], top_k, depth, total)
+        stats["draft_calls"] += depth
+        start = t_prompt + len(out) - 1
+        block, mask, positions = tree_inputs(out[-1], tokens, parents, depths, start, device)
+        tl, feats = forward(target, tcache, block, layers=layers, attention_mask=mask, position_ids=positions)
+        stats["target_calls"] += 1
+        path, nxt = walk(tl[0], tokens, parents)
+        stats["accepted"].append(len(path))
+        stats["drafted"].append(len(tokens))
+        rows = [0] + path
+        compact_cache(tcache, torch.tensor(list(range(start)) + [start + r for r in rows], device=device))
+        drafter.crop(len(out))
+        drafter.observe(feats[0, rows])
+        done = extend(out, [tokens[r - 1] for r in path] + [nxt], settings)
+    stats.update(prefill_s=t1 - t0, decode_s=now(device) - t1, caption_s=0.0)
+    return Result([out], stats)
+
+
 def generate(models: Models, prompt: Prompt, settings: DecodeSettings, generator: torch.Generator | None = None,
-             gamma: int = 5, tree_width: int = 1, head: str = "full", head_size: int = 0) -> Result:
-    """EAGLE-3 drafting with one of the heads above; `head_size` is N for frspec and k for specvocab."""
+             gamma: int = 5, tree_width: int = 1, head: str = "full", head_size: int = 0, top_k: int = 0,
+             total_tokens: int = 60) -> Result:
+    """EAGLE-3 drafting with one of the heads above (`head_size`: N for frspec, k for specvocab). `top_k` > 0
+    drafts EAGLE-2 dynamic trees `gamma` levels deep with `total_tokens` nodes (root included); otherwise a
+    chain (`tree_width` 1) or a chain with `tree_width - 1` siblings per depth."""
     eagle = models.eagle
     if eagle is None:
         raise ValueError("this method needs a pair with an EAGLE-3 drafter (pair.eagle)")
@@ -348,13 +451,18 @@ def generate(models: Models, prompt: Prompt, settings: DecodeSettings, generator
     head_fn = head_for(eagle, target, head, head_size)
     layers = feature_layers(target.config.get_text_config().num_hidden_layers)
     ids = prompt.target["input_ids"][0]
-    max_len = len(ids) + settings.max_new_tokens + gamma + 1
+    max_len = len(ids) + settings.max_new_tokens + gamma * max(top_k, 1) + 1
+    new_drafter = lambda feats: EagleDrafter(eagle, head_fn, ids, feats, max_len)  # noqa: E731
+    if top_k:
+        return speculate_tree(models, prompt, settings, new_drafter, layers, top_k, gamma, total_tokens)
     return speculate(models, prompt, settings, generator, ["E"], gamma=gamma, width=tree_width, layers=layers,
-                     new_drafter=lambda feats: EagleDrafter(eagle, head_fn, ids, feats, max_len))
+                     new_drafter=new_drafter)
 
 
 def generate_specvocab(models: Models, prompt: Prompt, settings: DecodeSettings,
                        generator: torch.Generator | None = None, gamma: int = 5, tree_width: int = 1,
-                       k: int = 768) -> Result:
-    """SpecVocab: the full tied head evaluated only on the vocabulary speculator's top-k ids per step."""
-    return generate(models, prompt, settings, generator, gamma=gamma, tree_width=tree_width, head="specvocab", head_size=k)
+                       k: int = 768, top_k: int = 0, total_tokens: int = 60) -> Result:
+    """SpecVocab: the full tied head evaluated only on the vocabulary speculator's top-k ids per step (per tree
+    node in dynamic trees)."""
+    return generate(models, prompt, settings, generator, gamma=gamma, tree_width=tree_width, head="specvocab",
+                    head_size=k, top_k=top_k, total_tokens=total_tokens)
