@@ -151,3 +151,18 @@ def test_shards_split_the_selected_samples_and_cannot_be_out_of_range():
     assert parts == [every[0::3], every[1::3], every[2::3]]
     with pytest.raises(HarnessError, match="need 0 <= shard < num_shards"):
         load_samples(OmegaConf.merge(cfg, {"shard": 3, "num_shards": 3}), None)
+
+
+@pytest.mark.parametrize("sweep", sorted(p.stem for p in (ROOT / "conf" / "sweep").glob("*.yaml")))
+def test_every_sweep_preset_composes_every_cell(sweep):
+    """Each preset's grid names methods, datasets and a pair that exist and compose (no typo waits for a cluster)."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        base = compose("config", overrides=[f"+sweep={sweep}"], return_hydra_config=True)
+        params = OmegaConf.to_container(base.hydra.sweeper.params)
+        for method in params.get("method", base.method.name).split(","):
+            for dataset in params.get("dataset", base.dataset.name).split(","):
+                cfg = compose("config", overrides=[f"+sweep={sweep}", f"method={method}", f"dataset={dataset}"])
+                assert OmegaConf.to_container(cfg.method, resolve=True)["tag"] and cfg.pair.target.id
