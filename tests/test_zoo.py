@@ -120,3 +120,27 @@ def test_prompt_sets_are_disjoint():
             for name in ("train", "eval")}
     train = {r["turns"][0] for r in rows["train"]}
     assert len(rows["eval"]) >= 30 and not train & {r["turns"][0] for r in rows["eval"]}
+
+
+def test_eagle_smoke_build_exports_the_official_layout(tmp_path, target):
+    """harness.zoo.train_eagle end to end on a tiny budget: the export loads as an EAGLE-3 checkpoint (tied full
+    head, speculator, frequency list) and decodes losslessly with every head."""
+    from methods.eagle import FREQUENT, load_eagle3
+
+    out = tmp_path / "eagle"
+    proc = harness_cli("--smoke", "--out", str(out), cwd=tmp_path, module="harness.zoo.train_eagle", timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with safe_open(str(out / "model.safetensors"), "pt") as f:
+        keys = set(f.keys())
+    assert {"fc.weight", "norm.weight", "midlayer.self_attn.q_proj.weight", "speculator.down.weight"} <= keys
+    assert "lm_head.weight" not in keys  # tied to the target's head, not stored
+    model, tokenizer = target
+    eagle = load_eagle3(out, model, torch.float32)
+    assert len(json.loads((out / FREQUENT).read_text())) == 49152
+    ids = tokenizer.apply_chat_template([{"role": "user", "content": "Say hi."}], add_generation_prompt=True,
+                                        return_dict=True, return_tensors="pt")["input_ids"]
+    settings = DecodeSettings(max_new_tokens=12, eos_token_ids=(2,))
+    ar = get_method("ar")(Models(model), Prompt({"input_ids": ids}), settings)
+    for head, size in (("full", 0), ("specvocab", 64), ("frspec", 2048)):
+        res = get_method("eagle")(Models(model, eagle=eagle), Prompt({"input_ids": ids}), settings, head=head, head_size=size)
+        assert res.tokens == ar.tokens

@@ -94,9 +94,10 @@ def soft_ce(logits: torch.Tensor, t_ids: torch.Tensor, t_lp: torch.Tensor) -> to
 
 
 def ttt_loss(eagle: Eagle3, batch: dict, steps: int, head_weight: torch.Tensor, to_head: torch.Tensor,
-             speculator: VocabSpeculator | None = None, aux_weight: float = 0.1):
+             speculator: VocabSpeculator | None = None, aux_weight: float = 0.1, loss_frac: float = 1.0):
     """(loss, per-step top-1 agreement with the target). `head_weight` [N, d] maps normed states to the head's N
-    ids; `to_head` [V] maps target ids to head rows (-1 outside the head)."""
+    ids; `to_head` [V] maps target ids to head rows (-1 outside the head). `loss_frac` < 1 scores a random share
+    of the positions: the full-vocabulary head dominates the cost, the decoder layer still sees every position."""
     states = ttt_states(eagle, batch["features"], batch["next"], steps)
     t_ids, t_lp, mask = batch["t_ids"], batch["t_lp"], batch["mask"]  # teacher of position j + 1, at row j
     head_ids = to_head[t_ids.long()]
@@ -105,6 +106,8 @@ def ttt_loss(eagle: Eagle3, batch: dict, steps: int, head_weight: torch.Tensor, 
         rows = mask.clone()
         rows[:, :i] = False  # a chain needs i earlier positions
         rows &= head_ids[..., 0] >= 0  # the target's choice is outside the head: nothing to learn
+        if loss_frac < 1.0:
+            rows &= torch.rand(rows.shape) < loss_frac
         hn = eagle.norm(h[rows])
         logits = hn @ head_weight.T
         loss = loss + 0.8**i * soft_ce(logits, head_ids[rows], t_lp[rows]).mean()
@@ -197,7 +200,7 @@ def frequency_order(data: list[dict], vocab: int) -> list[int]:
 
 def train(eagle: Eagle3, target, items: list[dict], head: str, vocab_ids: torch.Tensor, steps: int, batch: int,
           ttt: int, lr: float, ckpt: Path | None = None, speculator: VocabSpeculator | None = None, seed: int = 0,
-          desc: str = "[3/5 train]") -> dict:
+          desc: str = "[3/5 train]", loss_frac: float = 1.0) -> dict:
     """AdamW with warmup + cosine; resumable from `ckpt`. Returns the top-1 agreement per TTT step with the target,
     averaged over the last 20 steps."""
     V = target.config.vocab_size
@@ -225,7 +228,7 @@ def train(eagle: Eagle3, target, items: list[dict], head: str, vocab_ids: torch.
         weight = target.get_output_embeddings().weight.detach() if head == "full" else eagle.lm_head.weight
         with torch.autocast("cpu", dtype=torch.bfloat16):
             loss, agree = ttt_loss(eagle, make_batch(rng.sample(items, min(batch, len(items)))), ttt,
-                                   weight, to_head, speculator)
+                                   weight, to_head, speculator, loss_frac=loss_frac)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -316,11 +319,12 @@ def main(argv=None):
                     help="full: tied target head (+ SpecVocab speculator); reduced: trained top-N head with d2t/t2d")
     ap.add_argument("--vocab", type=int, default=8192, help="N for --head reduced")
     ap.add_argument("--rank", type=int, default=0, help="speculator width d' (default d/8)")
-    ap.add_argument("--answers", type=int, default=600, help="training answers used (the generate stage's first N)")
-    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--answers", type=int, default=1789, help="training answers used (the generate stage's first N)")
+    ap.add_argument("--steps", type=int, default=900)
     ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--ttt", type=int, default=5, help="unrolled steps of training-time test")
-    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--ttt", type=int, default=4, help="unrolled steps of training-time test")
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--loss-frac", type=float, default=0.35, help="share of answer positions scored per step")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, help="weights folder (default harness/zoo/weights/smol-eagle3[-rN])")
     ap.add_argument("--n-eval", type=int, default=20)
@@ -356,16 +360,16 @@ def main(argv=None):
     speculator = VocabSpeculator(config["hidden_size"], args.rank or config["hidden_size"] // 8,
                                  config["vocab_size"]) if args.head == "full" else None
     t = time.time()
-    run = train_draft.digest(name, key, args.steps, args.batch, args.ttt, args.lr, args.seed, args.rank)
+    run = train_draft.digest(name, key, args.steps, args.batch, args.ttt, args.lr, args.seed, args.rank, args.loss_frac)
     log = train(eagle.float(), target, items, args.head, vocab_ids, args.steps, args.batch, args.ttt, args.lr,
-                root / f"train-{run}" / "ckpt.pt", speculator, args.seed)
+                root / f"train-{run}" / "ckpt.pt", speculator, args.seed, loss_frac=args.loss_frac)
     times["train_s"] = time.time() - t
     export(eagle, config, vocab_ids, frequent, out, speculator)
     n_params = sum(v.numel() for k, v in eagle.state_dict().items()
                    if not k.startswith(("embed_tokens", "rotary")) and not (args.head == "full" and k == "lm_head.weight"))
     build = dict(name=name, head=args.head, params=n_params, file_bytes=(out / "model.safetensors").stat().st_size,
                  data=dict(answers=len(data), tokens=sum(len(it["ids"]) for it in items)),
-                 train=dict(steps=args.steps, batch=args.batch, ttt=args.ttt, lr=args.lr, **log),
+                 train=dict(steps=args.steps, batch=args.batch, ttt=args.ttt, lr=args.lr, loss_frac=args.loss_frac, **log),
                  speculator_rank=speculator.down.weight.shape[0] if speculator is not None else None)
     print(f"[4/5 export] {n_params / 1e6:.2f}M params -> {out}")
     if not args.no_eval:
