@@ -33,6 +33,7 @@ from methods.core import (
     now,
 )
 from methods.speculative import speculate
+from methods.verify import tree_mask
 
 
 def feature_layers(num_layers: int) -> list[int]:
@@ -372,20 +373,6 @@ def draft_tree(drafter: EagleDrafter, feed: list[int], top_k: int, depth: int, t
     return [tok[j] for j in keep], [index[par[j]] if par[j] >= 0 else -1 for j in keep], [dep[j] for j in keep]
 
 
-def tree_inputs(root: int, tokens: list[int], parents: list[int], depths: list[int], start: int, device):
-    """Block ids [1, 1 + n], attention mask [1, 1, 1 + n, start + 1 + n] (each node sees the prefix, the root and
-    its ancestors) and position ids for the root at `start` followed by the tree nodes."""
-    n = len(tokens)
-    sees = torch.eye(1 + n, dtype=torch.bool, device=device)
-    sees[:, 0] = True
-    for i, p in enumerate(parents):
-        if p >= 0:
-            sees[1 + i] |= sees[1 + p]
-    mask = torch.cat([torch.ones(1 + n, start, dtype=torch.bool, device=device), sees], dim=1)
-    positions = start + torch.tensor([0] + depths, device=device)
-    return torch.tensor([[root] + tokens], device=device), mask[None, None], positions[None]
-
-
 def walk(logits: torch.Tensor, tokens: list[int], parents: list[int]) -> tuple[list[int], int]:
     """Greedy tree verification: from the root, follow the child the target would choose. Returns the rows of
     the accepted nodes and the target's next token after them."""
@@ -423,7 +410,8 @@ def speculate_tree(models: Models, prompt: Prompt, settings: DecodeSettings, new
         tokens, parents, depths = draft_tree(drafter, out[drafter.generated():], top_k, depth, total)
         stats["draft_calls"] += depth
         start = t_prompt + len(out) - 1
-        block, mask, positions = tree_inputs(out[-1], tokens, parents, depths, start, device)
+        mask, positions = tree_mask(parents, depths, start, device)
+        block = torch.tensor([[out[-1]] + tokens], device=device)
         tl, feats = forward(target, tcache, block, layers=layers, attention_mask=mask, position_ids=positions)
         stats["target_calls"] += 1
         path, nxt = walk(tl[0], tokens, parents)

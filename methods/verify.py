@@ -21,22 +21,28 @@ def parent_row(depth: int, width: int) -> int:
     return 0 if depth == 0 else 1 + (depth - 1) * width
 
 
-def tree_layout(depth: int, width: int, start: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Attention mask [1, 1, 1 + n, start + 1 + n] (True = attend) and position ids [1, 1 + n] for a block of
-    the last committed token at position `start` followed by `depth` levels of `width` candidates."""
-    n = depth * width
-    node_depth = torch.arange(n, device=device) // width
-    # node j sees the path nodes above it (depth < its own) and itself; every node sees row 0.
-    path_depth = torch.full((n,), -1, device=device)
-    path_depth[::width] = torch.arange(depth, device=device)
-    sees = (path_depth[None, :] >= 0) & (path_depth[None, :] < node_depth[:, None])
-    sees |= torch.eye(n, dtype=torch.bool, device=device)
-    block = torch.zeros(1 + n, 1 + n, dtype=torch.bool, device=device)
-    block[:, 0] = True
-    block[1:, 1:] = sees
-    mask = torch.cat([torch.ones(1 + n, start, dtype=torch.bool, device=device), block], dim=1)
-    positions = start + torch.cat([torch.zeros(1, device=device, dtype=torch.long), node_depth + 1])
+def tree_mask(parents: list[int], depths: list[int], start: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention mask [1, 1, 1 + n, start + 1 + n] (True = attend) and position ids [1, 1 + n] for a block of the
+    last committed token at position `start` (row 0) followed by n tree nodes: node i (row 1 + i) sits at depth
+    `depths[i]` under node `parents[i]` (-1 = row 0; parents come first) and sees the prefix, row 0, its
+    ancestors and itself."""
+    n = len(parents)
+    sees = torch.eye(1 + n, dtype=torch.bool, device=device)
+    sees[:, 0] = True
+    for i, p in enumerate(parents):
+        if p >= 0:
+            sees[1 + i] |= sees[1 + p]
+    mask = torch.cat([torch.ones(1 + n, start, dtype=torch.bool, device=device), sees], dim=1)
+    positions = start + torch.tensor([0] + list(depths), device=device)
     return mask[None, None], positions[None]
+
+
+def tree_layout(depth: int, width: int, start: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """`tree_mask` of the chain with siblings: node j sits at depth j // width + 1 under the path node (the first
+    of its level) one level up."""
+    nodes = range(depth * width)
+    return tree_mask([j // width * width - width if j >= width else -1 for j in nodes],
+                     [j // width + 1 for j in nodes], start, device)
 
 
 def verify_block(

@@ -19,7 +19,6 @@ Stages (each resumable; intermediate files under `<cache_root>/smol-draft/`, key
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import random
@@ -27,59 +26,24 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
-from transformers import AutoTokenizer, LogitsProcessor, LogitsProcessorList
+from transformers import AutoTokenizer
 
 from harness import PROJECT_ROOT
 from harness.zoo import smol_draft, smollm2
+from harness.zoo.build import atomic_save, compare_with_ar, digest, greedy_topk, read_jsonl, write_build
 from harness.zoo.smol_draft import DEFAULT_CONFIG, SmolDraft
 
 PROMPTS = PROJECT_ROOT / "datasets" / "zoo-prompts"
 
 
-def digest(*parts) -> str:
-    return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:10]
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
 # --- 1. generate ------------------------------------------------------------------------------------
-
-
-class TopK(LogitsProcessor):
-    """Records the top-k log-probabilities of every generation step; leaves the scores unchanged."""
-
-    def __init__(self, k: int):
-        self.k, self.steps = k, []
-
-    def __call__(self, input_ids, scores):
-        lp, ids = torch.log_softmax(scores.float(), dim=-1).topk(self.k, dim=-1)
-        self.steps.append((ids.to(torch.int32), lp.to(torch.float16)))
-        return scores
 
 
 @torch.no_grad()
 def generate_batch(target, tokenizer, chats: list[list[dict]], max_new: int, k: int, eos: int) -> list[dict]:
     prompts = [tokenizer.apply_chat_template(c, add_generation_prompt=True, return_dict=True)["input_ids"] for c in chats]
-    width = max(map(len, prompts))
-    ids = torch.tensor([[eos] * (width - len(p)) + p for p in prompts])
-    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
-    rec = TopK(k)
-    out = target.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new, do_sample=False,
-                          logits_processor=LogitsProcessorList([rec]), pad_token_id=eos, eos_token_id=eos,
-                          top_k=None, top_p=None, temperature=None)
-    top_ids, top_lp = torch.stack([s[0] for s in rec.steps], 1), torch.stack([s[1] for s in rec.steps], 1)
-    rows = []
-    for b, p in enumerate(prompts):
-        resp = out[b, width:].tolist()
-        if eos in resp:
-            resp = resp[: resp.index(eos) + 1]
-        n = len(resp)
-        rows.append(dict(prompt=p, response=resp, top_ids=top_ids[b, :n].clone(), top_lp=top_lp[b, :n].clone()))
-    return rows
+    return greedy_topk(target, prompts, max_new, k, eos)
 
 
 def stage_generate(args, work: Path) -> list[dict]:
@@ -115,9 +79,7 @@ def stage_generate(args, work: Path) -> list[dict]:
                                       DEFAULT_CONFIG["eos_token_id"])
                 for i, r in zip(batch, rows):
                     r.update(qid=questions[i]["question_id"], turn=turn)
-                tmp = shard.with_suffix(".tmp")
-                torch.save(rows, tmp)
-                tmp.rename(shard)
+                atomic_save(rows, shard)
             for i, r in zip(batch, rows):
                 if tokenizer is None:
                     tokenizer = AutoTokenizer.from_pretrained(smollm2.converted_dir())
@@ -217,9 +179,7 @@ def stage_train(args, work: Path, data: list[dict], vocab: torch.Tensor, cfg: di
         return args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
 
     def save_ckpt():
-        ckpt.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"model": model.trained_state(), "opt": opt.state_dict(), "step": step}, ckpt.with_suffix(".tmp"))
-        ckpt.with_suffix(".tmp").rename(ckpt)
+        atomic_save({"model": model.trained_state(), "opt": opt.state_dict(), "step": step}, ckpt)
 
     def evaluate():
         model.eval()
@@ -271,28 +231,16 @@ def step_ms(model, ctx: int = 200, reps: int = 40) -> float:
 
 
 def stage_eval(args, folder: Path) -> dict:
-    from methods import DecodeSettings, Models, Prompt, get_method
+    from methods import DecodeSettings, Models
     target, tokenizer = smollm2.load_instruct(torch.float32)
     draft, _ = smol_draft.load(torch.float32, folder)
     models = Models(target.eval(), draft)
     settings = DecodeSettings(max_new_tokens=args.eval_tokens, eos_token_ids=(DEFAULT_CONFIG["eos_token_id"],))
     questions = read_jsonl(args.eval_prompts)[: args.n_eval]
-    totals = dict(ar_s=0.0, sd_s=0.0, tokens=0, calls=0, same=0)
-    with torch.no_grad():
-        for q in tqdm(questions, desc="[5/5 eval] ar vs sd", unit="prompt"):
-            ids = tokenizer.apply_chat_template([{"role": "user", "content": q["turns"][0]}], add_generation_prompt=True,
-                                                return_dict=True, return_tensors="pt")["input_ids"]
-            ar = get_method("ar")(models, Prompt(target={"input_ids": ids}), settings)
-            sd = get_method("sd")(models, Prompt(target={"input_ids": ids}), settings, gamma=5)
-            totals["ar_s"] += ar.stats["prefill_s"] + ar.stats["decode_s"]
-            totals["sd_s"] += sd.stats["prefill_s"] + sd.stats["decode_s"]
-            totals["tokens"] += len(sd.tokens[0])
-            totals["calls"] += sd.stats["target_calls"]
-            totals["same"] += ar.tokens == sd.tokens
-        t_ms, d_ms = step_ms(target), step_ms(draft)
-    res = dict(n_prompts=len(questions), max_new_tokens=args.eval_tokens, gamma=5, tau=totals["tokens"] / totals["calls"],
-               speedup=totals["ar_s"] / totals["sd_s"], lossless=f"{totals['same']}/{len(questions)}",
-               target_step_ms=t_ms, draft_step_ms=d_ms, draft_target_cost=d_ms / t_ms)
+    res = compare_with_ar(models, tokenizer, questions, settings, "sd", "[5/5 eval] ar vs sd", gamma=5)
+    t_ms, d_ms = step_ms(target), step_ms(draft)
+    res = dict(n_prompts=len(questions), max_new_tokens=args.eval_tokens, gamma=5, tau=res["tau"], speedup=res["speedup"],
+               lossless=res["identical"], target_step_ms=t_ms, draft_step_ms=d_ms, draft_target_cost=d_ms / t_ms)
     print(f"[5/5 eval] tau {res['tau']:.2f}, speedup {res['speedup']:.2f}x, identical {res['lossless']}, "
           f"draft step {d_ms:.2f} ms / target step {t_ms:.1f} ms = {res['draft_target_cost']:.1%}")
     return res
@@ -375,9 +323,7 @@ def main(argv=None):
         t = time.time()
         build["eval"] = stage_eval(args, out)
         times["eval_s"] = time.time() - t
-    build["wall_s"] = times
-    (out / "build.json").write_text(json.dumps(build, indent=2) + "\n")
-    print("stage wall times: " + ", ".join(f"{k} {v:.0f}s" for k, v in times.items()))
+    write_build(out, build, times)
 
 
 if __name__ == "__main__":

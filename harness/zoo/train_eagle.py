@@ -34,6 +34,7 @@ from tqdm import tqdm
 from transformers import LlamaConfig
 
 from harness.zoo import WEIGHTS, smollm2, train_draft
+from harness.zoo.build import atomic_save, compare_with_ar, digest, read_jsonl, write_build
 from methods.eagle import FREQUENT, Eagle3, VocabSpeculator, feature_layers
 
 EOS = 2
@@ -138,8 +139,7 @@ def extract_features(target, rows: list[dict], folder: Path, batch: int = 8) -> 
             feats = torch.cat([hs[i] for i in layers], -1).to(torch.bfloat16)
             items = [dict(ids=s, features=feats[b, : len(s)].clone(), prompt_len=len(r["prompt"]),
                           top_ids=r["top_ids"], top_lp=r["top_lp"]) for b, (s, r) in enumerate(zip(seqs, chunk))]
-            torch.save(items, shard.with_suffix(".tmp"))
-            shard.with_suffix(".tmp").rename(shard)
+            atomic_save(items, shard)
         out.extend(torch.load(shard))
     return out
 
@@ -238,13 +238,11 @@ def train(eagle: Eagle3, target, items: list[dict], head: str, vocab_ids: torch.
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.3f}", top1="/".join(f"{a:.2f}" for a in agree[:3]))
         if ckpt is not None and (step % 50 == 0 or step == steps):
-            ckpt.parent.mkdir(parents=True, exist_ok=True)
             state = {"eagle": {k: v for k, v in eagle.state_dict().items() if not k.startswith("embed_tokens")},
                      "opt": opt.state_dict(), "step": step}
             if speculator is not None:
                 state["speculator"] = speculator.state_dict()
-            torch.save(state, ckpt.with_suffix(".tmp"))
-            ckpt.with_suffix(".tmp").rename(ckpt)
+            atomic_save(state, ckpt)
     bar.close()
     return {"agree_per_step": [sum(a[i] for a in recent) / len(recent) for i in range(ttt)] if recent else []}
 
@@ -273,14 +271,14 @@ def export(eagle: Eagle3, config: dict, vocab_ids: torch.Tensor, frequent: list[
 
 def stage_eval(folder: Path, n_eval: int, tokens: int, heads: list[tuple[str, int]]) -> dict:
     """tau, speedup over ar (same process, alternating) and draft step time per head on held-out prompts."""
-    from methods import DecodeSettings, Models, Prompt, get_method
+    from methods import DecodeSettings, Models
     from methods.eagle import head_for, load_eagle3
 
     target, tokenizer = smollm2.load_instruct(torch.float32)
     eagle = load_eagle3(folder, target, torch.float32)
     models = Models(target.eval(), eagle=eagle)
     settings = DecodeSettings(max_new_tokens=tokens, eos_token_ids=(EOS,))
-    questions = train_draft.read_jsonl(train_draft.PROMPTS / "eval.jsonl")[:n_eval]
+    questions = read_jsonl(train_draft.PROMPTS / "eval.jsonl")[:n_eval]
     results = {}
     with torch.no_grad():
         h = torch.randn(1, eagle.config.hidden_size)
@@ -291,20 +289,9 @@ def stage_eval(folder: Path, n_eval: int, tokens: int, heads: list[tuple[str, in
                 t = time.perf_counter()
                 head(eagle.norm(h))
                 times.append(time.perf_counter() - t)
-            tot = dict(ar_s=0.0, s=0.0, tokens=0, calls=0, same=0)
-            for q in tqdm(questions, desc=f"[5/5 eval] {kind}{size or ''}", unit="prompt"):
-                ids = tokenizer.apply_chat_template([{"role": "user", "content": q["turns"][0]}], add_generation_prompt=True,
-                                                    return_dict=True, return_tensors="pt")["input_ids"]
-                ar = get_method("ar")(models, Prompt({"input_ids": ids}), settings)
-                res = get_method("eagle")(models, Prompt({"input_ids": ids}), settings, head=kind, head_size=size)
-                tot["ar_s"] += ar.stats["prefill_s"] + ar.stats["decode_s"]
-                tot["s"] += res.stats["prefill_s"] + res.stats["decode_s"]
-                tot["tokens"] += len(res.tokens[0])
-                tot["calls"] += res.stats["target_calls"]
-                tot["same"] += ar.tokens == res.tokens
-            results[f"{kind}{size or ''}"] = dict(tau=tot["tokens"] / tot["calls"], speedup=tot["ar_s"] / tot["s"],
-                                                  identical=f"{tot['same']}/{len(questions)}",
-                                                  head_ms=sorted(times)[15] * 1e3)
+            results[f"{kind}{size or ''}"] = dict(
+                **compare_with_ar(models, tokenizer, questions, settings, "eagle", f"[5/5 eval] {kind}{size or ''}",
+                                  head=kind, head_size=size), head_ms=sorted(times)[15] * 1e3)
             print(f"[5/5 eval] {kind}{size or ''}: " + json.dumps(results[f'{kind}{size or ""}']))
     return results
 
@@ -347,7 +334,7 @@ def main(argv=None):
     target, _ = smollm2.load_instruct(torch.bfloat16)
     target.eval()
     t = time.time()
-    key = train_draft.digest(len(data), sum(len(r["response"]) for r in data), args.smoke)
+    key = digest(len(data), sum(len(r["response"]) for r in data), args.smoke)
     items = extract_features(target, data, root / f"features-{key}")
     times["features_s"] = time.time() - t
 
@@ -360,7 +347,7 @@ def main(argv=None):
     speculator = VocabSpeculator(config["hidden_size"], args.rank or config["hidden_size"] // 8,
                                  config["vocab_size"]) if args.head == "full" else None
     t = time.time()
-    run = train_draft.digest(name, key, args.steps, args.batch, args.ttt, args.lr, args.seed, args.rank, args.loss_frac)
+    run = digest(name, key, args.steps, args.batch, args.ttt, args.lr, args.seed, args.rank, args.loss_frac)
     log = train(eagle.float(), target, items, args.head, vocab_ids, args.steps, args.batch, args.ttt, args.lr,
                 root / f"train-{run}" / "ckpt.pt", speculator, args.seed, loss_frac=args.loss_frac)
     times["train_s"] = time.time() - t
@@ -377,9 +364,7 @@ def main(argv=None):
         heads = [("full", 0), ("specvocab", 768), ("frspec", 8192)] if args.head == "full" else [("reduced", 0)]
         build["eval"] = stage_eval(out, args.n_eval, args.eval_tokens, heads)
         times["eval_s"] = time.time() - t
-    build["wall_s"] = times
-    (out / "build.json").write_text(json.dumps(build, indent=2) + "\n")
-    print("stage wall times: " + ", ".join(f"{k} {v:.0f}s" for k, v in times.items()))
+    write_build(out, build, times)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ Stages (each resumable; intermediate files under `<cache_root>/tiny-llava/`, key
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import random
@@ -35,22 +34,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
-from transformers import DynamicCache, LogitsProcessor, LogitsProcessorList
+from transformers import DynamicCache
 
 from harness.zoo import scenes, smollm2, tiny_llava, vlm_data
+from harness.zoo.build import atomic_save, digest, greedy_topk, write_build
 from harness.zoo.tiny_llava import IMAGE_TOKENS
 
 EOS, NEWLINE = 2, 198
-
-
-def digest(*parts) -> str:
-    return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:10]
-
-
-def atomic_save(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(obj, path.with_suffix(".tmp"))
-    path.with_suffix(".tmp").rename(path)
 
 
 # --- tokens and pixels -----------------------------------------------------------------------------------
@@ -89,42 +79,14 @@ class Encoder:
 
 # --- generation (stages 2 and 4) ----------------------------------------------------------------------------
 
-class TopK(LogitsProcessor):
-    """Records the top-k log-probabilities of every generation step; leaves the scores unchanged."""
-
-    def __init__(self, k: int):
-        self.k, self.steps = k, []
-
-    def __call__(self, input_ids, scores):
-        lp, ids = torch.log_softmax(scores.float(), dim=-1).topk(self.k, dim=-1)
-        self.steps.append((ids.to(torch.int32), lp.to(torch.float16)))
-        return scores
-
-
-@torch.no_grad()
 def generate(model, enc: Encoder, samples: list[dict], max_new: int, topk: int, use_images: bool = True) -> list[dict]:
-    """Greedy answers (left-padded batch); per sample: prompt ids, response ids (EOS included when reached),
-    top-k ids and log-probs at each response position."""
+    """Greedy answers with top-k log-probs (harness.zoo.build.greedy_topk), keyed by sample id."""
     prompts = [enc.prompt(s["question"], len(s["images"]) if use_images else 0) for s in samples]
-    width = max(map(len, prompts))
-    ids = torch.tensor([[EOS] * (width - len(p)) + p for p in prompts])
-    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
     extra = {}
     if use_images and any(s["images"] for s in samples):
         extra["pixel_values"] = torch.cat([enc.pixels(s["images"]) for s in samples]).to(model.dtype)
-    rec = TopK(topk)
-    out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new, do_sample=False,
-                         logits_processor=LogitsProcessorList([rec]), pad_token_id=EOS, eos_token_id=EOS,
-                         top_k=None, top_p=None, temperature=None, **extra)
-    top_ids, top_lp = torch.stack([s[0] for s in rec.steps], 1), torch.stack([s[1] for s in rec.steps], 1)
-    rows = []
-    for b, (s, p) in enumerate(zip(samples, prompts)):
-        resp = out[b, width:].tolist()
-        if EOS in resp:
-            resp = resp[: resp.index(EOS) + 1]
-        n = len(resp)
-        rows.append(dict(id=s["id"], prompt=p, response=resp, top_ids=top_ids[b, :n].clone(), top_lp=top_lp[b, :n].clone()))
-    return rows
+    rows = greedy_topk(model, prompts, max_new, topk, EOS, **extra)
+    return [dict(id=s["id"], **r) for s, r in zip(samples, rows)]
 
 
 def generate_all(model_fn, enc: Encoder, samples: list[dict], folder: Path, desc: str, max_new: int, topk: int,
@@ -562,10 +524,7 @@ def main(argv=None):
               f"answer changed with the image {build['accuracy']['answer_changed_with_image']:.2f}; tau "
               + ", ".join(f"{k} {v['tau']:.2f}" for k, v in build["tau"].items()))
     build["args"] = {k: v for k, v in vars(args).items() if k not in ("out", "work")}
-    build["wall_s"] = times
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "build.json").write_text(json.dumps(build, indent=2, default=str) + "\n")
-    print("stage wall times: " + ", ".join(f"{k} {v:.0f}s" for k, v in times.items()))
+    write_build(out, build, times)
 
 
 if __name__ == "__main__":
