@@ -136,14 +136,26 @@ def draft_parts(model: LlavaForConditionalGeneration) -> dict:
 
 # --- files ---------------------------------------------------------------------------------------------------
 
+PART = ":part-"  # a tensor too big for one file is stored as row blocks `name:part-0`, `name:part-1`, ...
+
+
 def save_weights(state: dict, folder: Path, config: LlavaConfig, dtype=torch.float16, max_bytes=18 * 2**20) -> list[Path]:
-    """fp16 safetensors shards of at most `max_bytes` each (whole tensors) + config.json; old shards removed."""
+    """fp16 safetensors shards of at most `max_bytes` each + config.json; old shards removed. A tensor larger
+    than `max_bytes` (the draft's 49153-row embedding) is split into row blocks, joined again by read_weights."""
     folder.mkdir(parents=True, exist_ok=True)
     for old in folder.glob("*.safetensors"):
         old.unlink()
-    shards, current, size = [], {}, 0
+    pieces = []
     for k in sorted(state):
         v = state[k].detach().to(dtype).contiguous()
+        row_bytes = v[0].numel() * v.element_size() if v.ndim else v.element_size()
+        rows = max(1, max_bytes // row_bytes)
+        if v.ndim and v.shape[0] > rows and v.numel() * v.element_size() > max_bytes:
+            pieces += [(f"{k}{PART}{i}", part.contiguous()) for i, part in enumerate(v.split(rows))]
+        else:
+            pieces.append((k, v))
+    shards, current, size = [], {}, 0
+    for k, v in pieces:
         if current and size + v.numel() * v.element_size() > max_bytes:
             shards.append(current)
             current, size = {}, 0
@@ -166,6 +178,10 @@ def read_weights(folder: Path) -> dict:
     state = {}
     for f in files:
         state.update(load_file(str(f)))
+    parts = sorted((k for k in state if PART in k), key=lambda k: (k.split(PART)[0], int(k.split(PART)[1])))
+    for k in parts:
+        name = k.split(PART)[0]
+        state[name] = torch.cat([state[name], state.pop(k)]) if name in state else state.pop(k)
     return state
 
 

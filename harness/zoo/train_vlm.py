@@ -1,7 +1,7 @@
 """Build tiny-llava (harness/zoo/tiny_llava.py) on CPU: a LLaVA target around frozen SmolLM2-135M-Instruct and
 a small LLaVA draft distilled from it.
 
-    python -m harness.zoo.train_vlm            # full build (~80 min on 2 CPU cores), writes weights/tiny-llava/
+    python -m harness.zoo.train_vlm            # full build (~70 min on 2 CPU cores), writes weights/tiny-llava/
     python -m harness.zoo.train_vlm --smoke    # end-to-end check in seconds on a tiny budget
 
 Stages (each resumable; intermediate files under `<cache_root>/tiny-llava/`, keyed by their settings):
@@ -9,15 +9,21 @@ Stages (each resumable; intermediate files under `<cache_root>/tiny-llava/`, key
               distillation set (image samples + text-only prompts), the held-out eval sets.
   2. text     SmolLM2's own greedy answers to the text prompts (the target with no image *is* SmolLM2): labels
               for the target's "text question + unrelated picture" samples, and the draft's text-only data.
-  3. target   LLaVA recipe: the vision tower + projector learn, SmolLM2 stays frozen; cross-entropy on the answer
-              tokens (and the closing <|im_end|>), bf16 autocast, the shared system-prompt prefix computed once.
-  4. answers  the trained target answers the draft's image samples greedily; its top-k log-probabilities at
+  3. vision   the vision tower + projector pretrained without the language model (LLaVA starts from a
+              pretrained CLIP): each patch's projected feature regresses onto the mean SmolLM2 embedding of the
+              words for what the patch shows ("red", "circle"; the background colour where nothing is), so
+              image tokens start out reading like words. Without it the tower learned nothing useful: its
+              features grew to 50x the embedding norm and the answers ignored the image.
+  4. target   LLaVA recipe: the projector (and, at a tenth of the rate, the tower) learn, SmolLM2 stays frozen;
+              cross-entropy on the answer tokens (and the closing <|im_end|>), bf16 autocast, the shared
+              system-prompt prefix computed once.
+  5. answers  the trained target answers the draft's image samples greedily; its top-k log-probabilities at
               every answer token are kept as soft labels.
-  5. draft    a small Llama + its own projector (vision tower copied from the target, frozen), distilled on the
+  6. draft    a small Llama + its own projector (vision tower copied from the target, frozen), distilled on the
               target's answers: every image sample as a multimodal view (M) and a text-only view (T: image
               tokens -> newline), a few as pooled views (P); 3-5-image sequences only as T views (like TABED's
               drafts, whose multimodal training saw single images). Soft cross-entropy against the top-k.
-  6. eval     accuracy on counting/colour/yes-no questions vs chance, how often answers change when the image
+  7. eval     accuracy on counting/colour/yes-no questions vs chance, how often answers change when the image
               is swapped, and block efficiency tau (sd, gamma 5, greedy) of drafting modes M and T on the two
               held-out sets; everything into `--out`/build.json.
 """
@@ -77,7 +83,7 @@ class Encoder:
         return a[:n]
 
 
-# --- generation (stages 2 and 4) ----------------------------------------------------------------------------
+# --- generation (stages 2 and 5) ----------------------------------------------------------------------------
 
 def generate(model, enc: Encoder, samples: list[dict], max_new: int, topk: int, use_images: bool = True) -> list[dict]:
     """Greedy answers with top-k log-probs (harness.zoo.build.greedy_topk), keyed by sample id."""
@@ -108,7 +114,83 @@ def generate_all(model_fn, enc: Encoder, samples: list[dict], folder: Path, desc
     return rows
 
 
-# --- 3. target ----------------------------------------------------------------------------------------------
+# --- 3. vision ----------------------------------------------------------------------------------------------
+
+TIME_WORDS = {"day": "daytime", "dusk": "sunset", "night": "night"}
+
+
+def patch_words(spec: dict) -> list[list[str]]:
+    """What each of the GRID x GRID patches shows, in words: each object's colour and kind (and label) in the
+    patch that holds its centre (one patch per object, so objects can be counted); the scene's own words
+    (background colour; ground and time of day; chart kind, colour and title; document kind and title) in
+    the patches with no object centre, with the number of shapes in a shapes scene (so it can be read off)."""
+    size, g = spec["size"], tiny_llava.GRID
+    scene = {"shapes": lambda: [spec["background"], vlm_data.NUMBERS[len(spec["objects"])]],
+             "landscape": lambda: [spec["ground"], TIME_WORDS[spec["time"]]],
+             "chart": lambda: [spec["chart"], "chart", spec["color"], *spec["title"].split()],
+             "document": lambda: [spec["doc"], "document", *spec["title"].split()]}[spec["kind"]]()
+    cells = [[] for _ in range(g * g)]
+    for o in spec.get("objects", []):
+        cell = min(g - 1, int(o["y"] * g / size)) * g + min(g - 1, int(o["x"] * g / size))
+        cells[cell] += [o["color"], o["kind"]] + ([str(o["label"])] if o.get("label") else [])
+    return [c or scene for c in cells]
+
+
+class WordTargets:
+    """A patch's regression target: the mean of SmolLM2's input embeddings of its words (as they appear
+    mid-sentence, with a leading space), rescaled to the mean embedding norm, so that after this stage an
+    image token reads to the frozen language model like the words for what it shows."""
+
+    def __init__(self, enc: Encoder, embed: torch.Tensor):
+        self.enc, self.embed = enc, embed.detach().float()
+        self.norm = self.embed[: enc.image_id].norm(dim=-1).mean()
+        self._cache = {}
+
+    def __call__(self, specs: list[dict]) -> torch.Tensor:
+        out = []
+        for spec in specs:
+            for words in patch_words(spec):
+                key = tuple(words)
+                if key not in self._cache:
+                    ids = [i for w in words for i in self.enc.tok(" " + w, add_special_tokens=False)["input_ids"]]
+                    v = self.embed[ids].mean(0)
+                    self._cache[key] = v * (self.norm / v.norm())
+                out.append(self._cache[key])
+        return torch.stack(out).view(len(specs), -1, self.embed.shape[1])
+
+
+def vision_loss(model, enc: Encoder, targets: WordTargets, specs: list[dict]):
+    """Cosine distance to each patch's word target plus the squared relative error of its norm."""
+    from methods.drafting import vision_features
+
+    feats = vision_features(model, enc.pixels(specs).to(model.dtype)).float()
+    want = targets(specs)
+    cos = F.cosine_similarity(feats, want, dim=-1)
+    loss = (1 - cos).mean() + ((feats.norm(dim=-1) / targets.norm - 1) ** 2).mean()
+    return loss, cos.mean()
+
+
+def stage_vision(args, work: Path, enc: Encoder, model) -> dict:
+    """Pretrain the vision tower and projector without the language model (fast: no LM forward), as LLaVA
+    starts from a pretrained CLIP: per-patch regression onto word embeddings (WordTargets), on the images of
+    `n_vision` samples of the training mixture (their own split: scenes the target stage does not see)."""
+    images = [spec for s in vlm_data.make_samples("vision", args.n_vision, args.seed) for spec in s["images"]]
+    targets = WordTargets(enc, model.model.language_model.embed_tokens.weight)
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def batches(epoch, rng):
+        order = images[:]
+        rng.shuffle(order)
+        return [order[i : i + args.vision_batch] for i in range(0, len(order), args.vision_batch)]
+
+    key = digest(args.vision, len(images), args.vision_steps, args.vision_batch, args.vision_lr, args.seed)
+    final = train_loop("3/7 vision", model, [(params, 1.0)], batches, lambda b: vision_loss(model, enc, targets, b),
+                       args.vision_steps, args.vision_lr, max(1, args.vision_steps // 20), work / f"vision-{key}" / "ckpt.pt",
+                       lambda: tiny_llava.target_parts(model), args.ckpt_every, args.seed)
+    return dict(images=len(images), final_loss=final)
+
+
+# --- 4. target ----------------------------------------------------------------------------------------------
 
 def shared_prefix_cache(model, prefix: list[int], batch: int) -> DynamicCache:
     """The frozen LM's KV cache of the shared prompt prefix, repeated over the batch (no gradient needed:
@@ -170,11 +252,16 @@ def cosine(step: int, total: int, lr: float, warmup: int) -> float:
     return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup))))
 
 
-def train_loop(name: str, model, params, batches_fn, loss_fn, args_steps: int, lr: float, warmup: int, ckpt: Path,
+def train_loop(name: str, model, groups, batches_fn, loss_fn, args_steps: int, lr: float, warmup: int, ckpt: Path,
                state_fn, ckpt_every: int, seed: int):
-    """AdamW + cosine schedule with resumable checkpoints; `batches_fn(epoch, rng)` yields batches."""
-    opt = torch.optim.AdamW([{"params": [p for p in params if p.ndim >= 2], "weight_decay": 0.05},
-                             {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.98))
+    """AdamW + cosine schedule with resumable checkpoints; `groups` is [(parameters, lr multiplier)],
+    `batches_fn(epoch, rng)` yields batches."""
+    params = [p for ps, _ in groups for p in ps]
+    opt_groups = []
+    for ps, scale in groups:
+        opt_groups += [{"params": [p for p in ps if p.ndim >= 2], "weight_decay": 0.05, "scale": scale},
+                       {"params": [p for p in ps if p.ndim < 2], "weight_decay": 0.0, "scale": scale}]
+    opt = torch.optim.AdamW([g for g in opt_groups if g["params"]], lr=lr, betas=(0.9, 0.98))
     step = 0
     if ckpt.exists():
         saved = torch.load(ckpt)
@@ -193,14 +280,15 @@ def train_loop(name: str, model, params, batches_fn, loss_fn, args_steps: int, l
             if i < skip:  # resuming mid-epoch: the data order is deterministic, skip what was done
                 continue
             for g in opt.param_groups:
-                g["lr"] = cosine(step, args_steps, lr, warmup)
+                g["lr"] = cosine(step, args_steps, lr, warmup) * g["scale"]
             loss, acc = loss_fn(batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
             step += 1
-            ema = float(loss) if ema is None else 0.95 * ema + 0.05 * float(loss)
+            value = float(loss.detach())
+            ema = value if ema is None else 0.95 * ema + 0.05 * value
             bar.update(1)
             bar.set_postfix(loss=f"{ema:.3f}", acc=f"{float(acc):.3f}")
             if step % ckpt_every == 0 or step == args_steps:
@@ -212,6 +300,8 @@ def train_loop(name: str, model, params, batches_fn, loss_fn, args_steps: int, l
 
 
 def stage_target(args, work: Path, enc: Encoder, samples: list[dict], text: dict[str, dict]):
+    """Stage 3 (vision pretraining) then stage 4: the LLaVA recipe with the language model in the loop; the
+    projector learns at the full rate, the pretrained tower at `tower_lr_scale` of it."""
     rows = []
     for s in samples:
         if s["kind"] == "text_image":
@@ -221,30 +311,43 @@ def stage_target(args, work: Path, enc: Encoder, samples: list[dict], text: dict
         rows.append({"prompt": enc.prompt(s["question"], len(s["images"])), "answer_ids": ans, "images": s["images"]})
     torch.manual_seed(args.seed)
     model = tiny_llava.build_target(torch.float32, args.vision)
+    report = {"vision": stage_vision(args, work, enc, model)}
     model.model.language_model.to(torch.bfloat16)  # frozen: bf16 weights are all autocast needs
-    params = [p for p in model.parameters() if p.requires_grad]
+    tower = [p for p in model.model.vision_tower.parameters() if p.requires_grad]
+    projector = [p for p in model.model.multi_modal_projector.parameters() if p.requires_grad]
     prefix = enc.prefix
     key = digest(args.vision, len(rows), [r["answer_ids"][:3] for r in rows[:50]], args.target_steps, args.target_batch,
-                 args.target_lr, args.seed)
-    final = train_loop("3/6 target", model, params, lambda e, rng: length_batches(rows, args.target_batch, rng),
+                 args.target_lr, args.tower_lr_scale, args.seed, report["vision"])
+    final = train_loop("4/7 target", model, [(projector, 1.0), (tower, args.tower_lr_scale)],
+                       lambda e, rng: length_batches(rows, args.target_batch, rng),
                        lambda b: target_loss(model, enc, b, prefix), args.target_steps, args.target_lr,
                        max(1, args.target_steps // 20), work / f"target-{key}" / "ckpt.pt",
                        lambda: tiny_llava.target_parts(model), args.ckpt_every, args.seed)
     model.float()
     tokens = sum(len(r["prompt"]) - len(prefix) + len(r["answer_ids"]) for r in rows)
-    return model, dict(samples=len(rows), tokens_per_epoch=tokens, final_loss=final)
+    return model, dict(**report, samples=len(rows), tokens_per_epoch=tokens, final_loss=final)
 
 
-# --- 5. draft -----------------------------------------------------------------------------------------------
+# --- 6. draft -----------------------------------------------------------------------------------------------
 
-def init_embedding(draft, smol_embed: torch.Tensor) -> None:
-    """The draft's tied embedding starts as SmolLM2's embedding in its top principal directions (so similar
-    tokens start with similar rows, in and out), rescaled to std 0.02."""
+def init_from_target(draft, target) -> None:
+    """Warm start. The draft's tied embedding is SmolLM2's embedding in its top-d principal directions, rescaled
+    to std 0.02 (E_draft = E P^T): similar tokens start similar, in and out. Its projector is the target's
+    squeezed into that space: the d hidden units that contribute most to the target's projector output, then
+    P, so the draft's image tokens start as roughly the word-like vectors the target's stage 3 taught."""
     d = draft.config.text_config.hidden_size
-    _, _, v = torch.linalg.svd(smol_embed - smol_embed.mean(0), full_matrices=False)
-    e = smol_embed @ v[:d].T
+    smol = target.model.language_model.embed_tokens.weight.detach().float()
+    _, _, v = torch.linalg.svd(smol - smol.mean(0), full_matrices=False)
+    proj = v[:d] * (0.02 / (smol @ v[:d].T).std())  # P [d, 576]
+    tp, dp = target.model.multi_modal_projector, draft.model.multi_modal_projector
+    w2 = tp.linear_2.weight.detach().float()
+    units = w2.norm(dim=0).topk(d).indices
     with torch.no_grad():
-        draft.model.language_model.embed_tokens.weight.copy_(e * (0.02 / e.std()))
+        draft.model.language_model.embed_tokens.weight.copy_(smol @ proj.T)
+        dp.linear_1.weight.copy_(tp.linear_1.weight[units])
+        dp.linear_1.bias.copy_(tp.linear_1.bias[units])
+        dp.linear_2.weight.copy_(proj @ w2[:, units])
+        dp.linear_2.bias.copy_(proj @ tp.linear_2.bias.float())
 
 
 def view_embeds(draft, enc: Encoder, row: dict, view: str) -> torch.Tensor:
@@ -312,8 +415,7 @@ def draft_views(samples: list[dict], answers: dict[str, dict], args, rng: random
 def stage_draft(args, work: Path, enc: Encoder, target, samples: list[dict], answers: dict[str, dict]):
     torch.manual_seed(args.seed)
     draft = tiny_llava.build_draft(*tiny_llava.vision_of(target), args.draft_text)
-    smol_embed = target.model.language_model.embed_tokens.weight.detach().float()
-    init_embedding(draft, smol_embed)
+    init_from_target(draft, target)
     views = draft_views(samples, answers, args, random.Random(args.seed))
     params = [p for p in draft.parameters() if p.requires_grad]
 
@@ -329,15 +431,16 @@ def stage_draft(args, work: Path, enc: Encoder, target, samples: list[dict], ans
         return out
 
     key = digest(args.draft_text, len(views), args.draft_steps, args.draft_batch, args.draft_lr, args.seed,
-                 args.draft_max_m_images, args.p_views, sorted(answers)[:20])
-    final = train_loop("5/6 draft", draft, params, batches, lambda b: draft_loss(draft, enc, b), args.draft_steps,
+                 args.draft_max_m_images, args.p_views, [answers[k]["response"][:8] for k in sorted(answers)[:50]],
+                 float(target.model.multi_modal_projector.linear_2.weight.sum()))
+    final = train_loop("6/7 draft", draft, [(params, 1.0)], batches, lambda b: draft_loss(draft, enc, b), args.draft_steps,
                        args.draft_lr, max(1, args.draft_steps // 20), work / f"draft-{key}" / "ckpt.pt",
                        lambda: tiny_llava.draft_parts(draft), args.ckpt_every, args.seed)
     counts = {v: sum(1 for _, x in views if x == v) for v in ("M", "T", "P", "text")}
     return draft, dict(views=counts, final_loss=final)
 
 
-# --- 6. eval ------------------------------------------------------------------------------------------------
+# --- 7. eval ------------------------------------------------------------------------------------------------
 
 WORDS = {"count": vlm_data.NUMBERS, "color": scenes.SHAPE_COLORS + sorted(scenes.BACKGROUNDS)}
 
@@ -361,7 +464,7 @@ def stage_accuracy(args, target, enc: Encoder) -> dict:
     tok = enc.tok
     answers = {}
     for tag, group in (("own", samples), ("swapped", swapped)):
-        for i in tqdm(range(0, len(group), 16), desc=f"[6/6 eval] answers ({tag} image)", unit="batch"):
+        for i in tqdm(range(0, len(group), 16), desc=f"[7/7 eval] answers ({tag} image)", unit="batch"):
             rows = generate(target, enc, group[i : i + 16], 24, 1)
             for s, r in zip(group[i : i + 16], rows):
                 answers[(tag, s["id"])] = tok.decode(r["response"], skip_special_tokens=True).strip()
@@ -372,14 +475,15 @@ def stage_accuracy(args, target, enc: Encoder) -> dict:
         k["correct"] += first_option(answers[("own", s["id"])], s["options"]) == s["truth"]
         k["chance"] += 1 / len(s["options"])
         k["changed"] += answers[("own", s["id"])] != answers[("swapped", s["id"])]
+    n = len(samples)
+    changed = sum(k["changed"] for k in by_kind.values()) / n
     for k in by_kind.values():
         k.update(accuracy=k["correct"] / k["n"], chance=k["chance"] / k["n"], changed=k["changed"] / k["n"])
-    n = len(samples)
     examples = [dict(question=s["question"], truth=s["truth"], answer=answers[("own", s["id"])],
                      answer_with_other_image=answers[("swapped", s["id"])]) for s in samples[:6]]
     return dict(n=n, accuracy=sum(k["correct"] for k in by_kind.values()) / n,
                 chance=sum(1 / len(s["options"]) for s in samples) / n,
-                answer_changed_with_image=sum(k["changed"] for k in by_kind.values()) / n,
+                answer_changed_with_image=changed,
                 by_kind=by_kind, examples=examples)
 
 
@@ -395,7 +499,7 @@ def stage_tau(args, target, draft, enc: Encoder) -> dict:
         samples = samples[: args.n_tau]
         for mode in ("M", "T"):
             tokens = calls = same = 0
-            for s in tqdm(samples, desc=f"[6/6 eval] tau {name} {mode}", unit="sample"):
+            for s in tqdm(samples, desc=f"[7/7 eval] tau {name} {mode}", unit="sample"):
                 prompt = pair.encode([{"role": "user", "content": s["question"], "n_images": len(s["images"])}],
                                      [scenes.render(x) for x in s["images"]])
                 res = get_method("sd")(pair.models, prompt, settings, None, gamma=5, drafting=mode)
@@ -425,9 +529,14 @@ def main(argv=None):
     ap.add_argument("--answer-max-new", type=int, default=128, help="answer cap when the target answers images")
     ap.add_argument("--topk", type=int, default=20)
     ap.add_argument("--gen-batch", type=int, default=32)
-    ap.add_argument("--target-steps", type=int, default=900)
+    ap.add_argument("--n-vision", type=int, default=24000, help="stage-3 samples (their images; ~1.3 per sample)")
+    ap.add_argument("--vision-steps", type=int, default=2000, help="stage 3 steps (no language model: fast)")
+    ap.add_argument("--vision-batch", type=int, default=32, help="images per stage-3 step")
+    ap.add_argument("--vision-lr", type=float, default=2e-3)
+    ap.add_argument("--target-steps", type=int, default=1200)
     ap.add_argument("--target-batch", type=int, default=16)
-    ap.add_argument("--target-lr", type=float, default=1e-3)
+    ap.add_argument("--target-lr", type=float, default=1e-3, help="projector learning rate in stage 4")
+    ap.add_argument("--tower-lr-scale", type=float, default=0.1, help="the tower's stage-4 rate, relative")
     ap.add_argument("--draft-steps", type=int, default=1500)
     ap.add_argument("--draft-batch", type=int, default=24)
     ap.add_argument("--draft-lr", type=float, default=2e-3)
@@ -444,6 +553,7 @@ def main(argv=None):
     if args.smoke:
         args.n_target, args.n_draft, args.text_max_new, args.text_label_tokens, args.answer_max_new = 12, 8, 4, 4, 4
         args.gen_batch, args.target_steps, args.target_batch, args.draft_steps, args.draft_batch = 8, 2, 4, 2, 4
+        args.n_vision, args.vision_steps, args.vision_batch = 8, 2, 4
         args.ckpt_every, args.n_accuracy, args.n_tau, args.eval_tokens, args.topk = 1, 8, 1, 6, 4
         args.vision = {**tiny_llava.VISION, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
                        "num_attention_heads": 2, "projection_dim": 32}
@@ -461,7 +571,7 @@ def main(argv=None):
     build["data"] = dict(target_kinds={k: sum(s["kind"] == k for s in train) for k in sorted({s["kind"] for s in train})},
                          draft_kinds={k: sum(s["kind"] == k for s in draft_set) for k in sorted({s["kind"] for s in draft_set})})
     times["data_s"] = time.time() - t
-    print(f"[1/6 data] {len(train)} target samples, {len(draft_set)} draft samples")
+    print(f"[1/7 data] {len(train)} target samples, {len(draft_set)} draft samples")
     if args.until == "data":
         return
 
@@ -472,7 +582,7 @@ def main(argv=None):
         return tiny_llava.build_target(torch.bfloat16).eval()
 
     text = generate_all(smol, enc, text_samples, work / f"text-{digest(args.seed, args.n_target, args.n_draft, args.draft_text_share, args.text_max_new, args.topk)}",
-                        "[2/6 text] SmolLM2 answers", args.text_max_new, args.topk, args.gen_batch, use_images=False)
+                        "[2/7 text] SmolLM2 answers", args.text_max_new, args.topk, args.gen_batch, use_images=False)
     times["text_s"] = time.time() - t
     if args.until == "text":
         return
@@ -492,7 +602,7 @@ def main(argv=None):
     def trained():
         return tiny_llava.load_target(torch.bfloat16, out)[0]
 
-    answers = generate_all(trained, enc, image_samples, work / f"answers-{key}", "[4/6 answers] target answers",
+    answers = generate_all(trained, enc, image_samples, work / f"answers-{key}", "[5/7 answers] target answers",
                            args.answer_max_new, args.topk, args.gen_batch)
     answers.update({s["id"]: text[s["id"]] for s in draft_set if not s["images"]})
     times["answers_s"] = time.time() - t
@@ -520,7 +630,7 @@ def main(argv=None):
         build["accuracy"] = stage_accuracy(args, target, enc)
         build["tau"] = stage_tau(args, target, draft, enc)
         times["eval_s"] = time.time() - t
-        print(f"[6/6 eval] accuracy {build['accuracy']['accuracy']:.2f} (chance {build['accuracy']['chance']:.2f}), "
+        print(f"[7/7 eval] accuracy {build['accuracy']['accuracy']:.2f} (chance {build['accuracy']['chance']:.2f}), "
               f"answer changed with the image {build['accuracy']['answer_changed_with_image']:.2f}; tau "
               + ", ".join(f"{k} {v['tau']:.2f}" for k, v in build["tau"].items()))
     build["args"] = {k: v for k, v in vars(args).items() if k not in ("out", "work")}
