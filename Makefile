@@ -7,7 +7,7 @@ QUICK ?= n_samples=6 max_new_tokens=64
 
 RESULTS ?= results/$(RUN)
 
-.PHONY: setup run test bench figures status zoo zoo-vlm clean
+.PHONY: setup run test bench bench-gpu figures status zoo zoo-vlm clean
 
 setup: $(VENV)/.installed
 
@@ -42,6 +42,9 @@ zoo-vlm: setup   # rebuild tiny-llava (target vision tower + projector, distille
 
 bench: setup
 	$(PY) -m harness.bench
+
+bench-gpu: setup   # cost-model components at real model sizes (random weights), fp16, CUDA events
+	$(PY) -m harness.bench_gpu
 
 clean:
 	rm -rf results/$(RUN) results/.hydra
