@@ -270,3 +270,28 @@ def test_eagle_and_specvocab_through_the_cli(tmp_path, random_pair_dir):
     assert table.loc[["eagle_full0_g5_w1_k0t60", "specvocab_k16_g5_w1_k0t60"], "lossless"].astype(str).tolist() == ["True"] * 2
     missing = harness_cli("method=eagle", *common[:-1], "run_name=no-eagle", cwd=tmp_path)
     assert missing.returncode == 2 and "no EAGLE-3 drafter" in missing.stderr
+
+
+def test_feature_scale_is_folded_into_fc_at_export(tmp_path):
+    """Training reads features / per-dimension RMS (SmolLM2's massive dimensions would swamp fc); the exported
+    fc must compute the same thing from raw features, so the inference path is unchanged."""
+    from harness.zoo.train_eagle import drafter_config, export, feature_scale, make_batch, new_drafter, ttt_states
+
+    g = torch.Generator().manual_seed(3)
+    feats = torch.randn(12, 3 * HIDDEN, generator=g)
+    feats[:, 5] *= 300.0
+    item = dict(ids=list(range(1, 13)), features=feats.to(torch.bfloat16), prompt_len=4,
+                top_ids=torch.zeros(9, 8, dtype=torch.int32), top_lp=torch.zeros(9, 8))
+    scale = feature_scale([item], sink=0)
+    assert scale[5] > 100 * scale[6]
+    config = drafter_config(TARGET.config, VOCAB)
+    eagle = new_drafter(config, TARGET, 0)
+    batch = make_batch([item], scale)
+    with torch.no_grad():
+        trained_view = ttt_states(eagle, batch["features"].float(), batch["next"], 1)[0]
+    export(eagle, config, torch.arange(VOCAB), list(range(VOCAB)), tmp_path, None, scale)
+    loaded = load_eagle3(tmp_path, TARGET, torch.float32)
+    loaded.midlayer.self_attn.reset(32, torch.device("cpu"), torch.float32)
+    with torch.no_grad():
+        served = loaded.extend(item["features"][None, :11].float(), batch["next"], torch.arange(11)[None])
+    torch.testing.assert_close(served, trained_view, rtol=0.03, atol=0.03)

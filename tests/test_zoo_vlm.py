@@ -122,6 +122,19 @@ def test_sd_equals_ar_in_every_mode(pair, mode):
         assert len(ar.tokens[0]) >= 3
 
 
+@pytest.mark.parametrize("drafts,batched,width", [("MT", True, 1), ("MT", False, 1), ("MTCP", True, 1), ("MT", True, 2)])
+def test_tabed_equals_ar_on_the_embedded_pair(pair, drafts, batched, width):
+    from harness.captioner import DraftCaptioner
+
+    pair.models.captioner = DraftCaptioner(pair, "Describe the image in one sentence.", 8)
+    settings = DecodeSettings(max_new_tokens=16, eos_token_ids=pair.eos_token_ids)
+    prompt = pair.encode([{"role": "user", "content": "Describe this image.", "n_images": 1}], [shapes(6)])
+    ar = get_method("ar")(pair.models, prompt, settings)
+    res = get_method("tabed")(pair.models, prompt, settings, None, gamma=5, drafts=drafts, policy="wgrid",
+                              batched=batched, tree_width=width)
+    assert res.tokens == ar.tokens and len(ar.tokens[0]) >= 8
+
+
 def test_answers_depend_on_the_image(pair):
     settings = DecodeSettings(max_new_tokens=10, eos_token_ids=pair.eos_token_ids)
     answers = set()

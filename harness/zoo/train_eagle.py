@@ -144,9 +144,22 @@ def extract_features(target, rows: list[dict], folder: Path, batch: int = 8) -> 
     return out
 
 
-def make_batch(items: list[dict]) -> dict:
-    """Right-padded batch: position j holds feature j, next token ids[j + 1] and the teacher for position j + 1
-    (defined on answer positions: j + 1 >= prompt_len - 1)."""
+def feature_scale(items: list[dict], sink: int = 4) -> torch.Tensor:
+    """Per-dimension RMS [3d] of the target's features (past the first `sink` positions, where attention sinks
+    put values of ~25000). SmolLM2's mid and high layers carry a few massive dimensions (mean |x| ~350 against
+    a typical ~5), which would swamp the fc input; training reads x / scale and the export folds the scale into
+    fc (fc.weight / scale), so the official layout and the inference path stay unchanged."""
+    total, count = None, 0
+    for it in items:
+        f = it["features"][sink:].float()
+        total = f.pow(2).sum(0) if total is None else total + f.pow(2).sum(0)
+        count += f.shape[0]
+    return (total / max(count, 1)).sqrt().clamp_min(1e-3)
+
+
+def make_batch(items: list[dict], scale: torch.Tensor | None = None) -> dict:
+    """Right-padded batch: position j holds feature j (divided by `scale`), next token ids[j + 1] and the teacher
+    for position j + 1 (defined on answer positions: j + 1 >= prompt_len - 1)."""
     T = max(len(it["ids"]) for it in items) - 1
     B, D, k = len(items), items[0]["features"].shape[-1], items[0]["top_ids"].shape[-1]
     batch = dict(features=torch.zeros(B, T, D, dtype=torch.bfloat16), next=torch.full((B, T), EOS),
@@ -154,7 +167,7 @@ def make_batch(items: list[dict]) -> dict:
                  mask=torch.zeros(B, T, dtype=torch.bool))
     for b, it in enumerate(items):
         n = len(it["ids"]) - 1
-        batch["features"][b, :n] = it["features"][:n]
+        batch["features"][b, :n] = it["features"][:n] if scale is None else it["features"][:n].float() / scale
         batch["next"][b, :n] = torch.tensor(it["ids"][1:])
         start = it["prompt_len"] - 2  # row j teaches position j + 1 = prompt_len - 1, which predicts answer[0]
         r = len(it["top_ids"])
@@ -200,7 +213,7 @@ def frequency_order(data: list[dict], vocab: int) -> list[int]:
 
 def train(eagle: Eagle3, target, items: list[dict], head: str, vocab_ids: torch.Tensor, steps: int, batch: int,
           ttt: int, lr: float, ckpt: Path | None = None, speculator: VocabSpeculator | None = None, seed: int = 0,
-          desc: str = "[3/5 train]", loss_frac: float = 1.0) -> dict:
+          desc: str = "[3/5 train]", loss_frac: float = 1.0, scale: torch.Tensor | None = None) -> dict:
     """AdamW with warmup + cosine; resumable from `ckpt`. Returns the top-1 agreement per TTT step with the target,
     averaged over the last 20 steps."""
     V = target.config.vocab_size
@@ -227,7 +240,7 @@ def train(eagle: Eagle3, target, items: list[dict], head: str, vocab_ids: torch.
             g["lr"] = lr * min(1.0, (step + 1) / warmup) * (0.1 + 0.45 * (1 + math.cos(math.pi * step / steps)))
         weight = target.get_output_embeddings().weight.detach() if head == "full" else eagle.lm_head.weight
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            loss, agree = ttt_loss(eagle, make_batch(rng.sample(items, min(batch, len(items)))), ttt,
+            loss, agree = ttt_loss(eagle, make_batch(rng.sample(items, min(batch, len(items))), scale), ttt,
                                    weight, to_head, speculator, loss_frac=loss_frac)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -248,9 +261,12 @@ def train(eagle: Eagle3, target, items: list[dict], head: str, vocab_ids: torch.
 
 
 def export(eagle: Eagle3, config: dict, vocab_ids: torch.Tensor, frequent: list[int], out: Path,
-           speculator: VocabSpeculator | None) -> None:
+           speculator: VocabSpeculator | None, scale: torch.Tensor | None = None) -> None:
+    """The official layout; a training-time feature scale is folded into fc."""
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v for k, v in eagle.state_dict().items() if not k.startswith(("embed_tokens", "rotary", "d2t", "t2d"))}
+    if scale is not None:
+        state["fc.weight"] = state["fc.weight"].float() / scale[None, :]
     if config["draft_vocab_size"] < config["vocab_size"]:  # official maps: d2t offsets, t2d mask
         state["d2t"] = vocab_ids - torch.arange(len(vocab_ids))
         t2d = torch.zeros(config["vocab_size"], dtype=torch.bool)
@@ -312,6 +328,8 @@ def main(argv=None):
     ap.add_argument("--ttt", type=int, default=4, help="unrolled steps of training-time test")
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--loss-frac", type=float, default=0.35, help="share of answer positions scored per step")
+    ap.add_argument("--scale-features", action=argparse.BooleanOptionalAction, default=True,
+                    help="train on per-dimension RMS-scaled target features (folded into fc at export)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, help="weights folder (default harness/zoo/weights/smol-eagle3[-rN])")
     ap.add_argument("--n-eval", type=int, default=20)
@@ -347,16 +365,19 @@ def main(argv=None):
     speculator = VocabSpeculator(config["hidden_size"], args.rank or config["hidden_size"] // 8,
                                  config["vocab_size"]) if args.head == "full" else None
     t = time.time()
-    run = digest(name, key, args.steps, args.batch, args.ttt, args.lr, args.seed, args.rank, args.loss_frac)
+    scale = feature_scale(items) if args.scale_features else None
+    run = digest(name, key, args.steps, args.batch, args.ttt, args.lr, args.seed, args.rank, args.loss_frac,
+                 args.scale_features)
     log = train(eagle.float(), target, items, args.head, vocab_ids, args.steps, args.batch, args.ttt, args.lr,
-                root / f"train-{run}" / "ckpt.pt", speculator, args.seed, loss_frac=args.loss_frac)
+                root / f"train-{run}" / "ckpt.pt", speculator, args.seed, loss_frac=args.loss_frac, scale=scale)
     times["train_s"] = time.time() - t
-    export(eagle, config, vocab_ids, frequent, out, speculator)
+    export(eagle, config, vocab_ids, frequent, out, speculator, scale)
     n_params = sum(v.numel() for k, v in eagle.state_dict().items()
                    if not k.startswith(("embed_tokens", "rotary")) and not (args.head == "full" and k == "lm_head.weight"))
     build = dict(name=name, head=args.head, params=n_params, file_bytes=(out / "model.safetensors").stat().st_size,
                  data=dict(answers=len(data), tokens=sum(len(it["ids"]) for it in items)),
-                 train=dict(steps=args.steps, batch=args.batch, ttt=args.ttt, lr=args.lr, loss_frac=args.loss_frac, **log),
+                 train=dict(steps=args.steps, batch=args.batch, ttt=args.ttt, lr=args.lr, loss_frac=args.loss_frac,
+                            scale_features=args.scale_features, **log),
                  speculator_rank=speculator.down.weight.shape[0] if speculator is not None else None)
     print(f"[4/5 export] {n_params / 1e6:.2f}M params -> {out}")
     if not args.no_eval:
