@@ -167,7 +167,7 @@ def vision_loss(model, enc: Encoder, targets: WordTargets, specs: list[dict]):
     want = targets(specs)
     cos = F.cosine_similarity(feats, want, dim=-1)
     loss = (1 - cos).mean() + ((feats.norm(dim=-1) / targets.norm - 1) ** 2).mean()
-    return loss, cos.mean()
+    return loss, cos.mean().detach()
 
 
 def stage_vision(args, work: Path, enc: Encoder, model) -> dict:
@@ -432,7 +432,7 @@ def stage_draft(args, work: Path, enc: Encoder, target, samples: list[dict], ans
 
     key = digest(args.draft_text, len(views), args.draft_steps, args.draft_batch, args.draft_lr, args.seed,
                  args.draft_max_m_images, args.p_views, [answers[k]["response"][:8] for k in sorted(answers)[:50]],
-                 float(target.model.multi_modal_projector.linear_2.weight.sum()))
+                 float(target.model.multi_modal_projector.linear_2.weight.detach().sum()))
     final = train_loop("6/7 draft", draft, [(params, 1.0)], batches, lambda b: draft_loss(draft, enc, b), args.draft_steps,
                        args.draft_lr, max(1, args.draft_steps // 20), work / f"draft-{key}" / "ckpt.pt",
                        lambda: tiny_llava.draft_parts(draft), args.ckpt_every, args.seed)
