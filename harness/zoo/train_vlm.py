@@ -317,7 +317,7 @@ def stage_target(args, work: Path, enc: Encoder, samples: list[dict], text: dict
     projector = [p for p in model.model.multi_modal_projector.parameters() if p.requires_grad]
     prefix = enc.prefix
     key = digest(args.vision, len(rows), [r["answer_ids"][:3] for r in rows[:50]], args.target_steps, args.target_batch,
-                 args.target_lr, args.tower_lr_scale, args.seed, report["vision"])
+                 args.target_lr, args.tower_lr_scale, args.seed, args.n_vision, args.vision_steps, args.vision_lr)
     final = train_loop("4/7 target", model, [(projector, 1.0), (tower, args.tower_lr_scale)],
                        lambda e, rng: length_batches(rows, args.target_batch, rng),
                        lambda b: target_loss(model, enc, b, prefix), args.target_steps, args.target_lr,
