@@ -226,14 +226,20 @@ class VocabSpeculator(nn.Module):
 FREQUENT = "frequent_tokens.json"  # target token ids by descending corpus frequency (FR-Spec's slices)
 
 
-def read_weights(folder: Path) -> dict:
-    if (folder / "model.safetensors").exists():
-        from safetensors.torch import load_file
+INDEX = "model.safetensors.index.json"  # sharded checkpoints: {"weight_map": {tensor name: shard file}}
 
+
+def read_weights(folder: Path) -> dict:
+    from safetensors.torch import load_file
+
+    if (folder / "model.safetensors").exists():
         return load_file(str(folder / "model.safetensors"))
+    if (folder / INDEX).exists():
+        shards = sorted(set(json.loads((folder / INDEX).read_text())["weight_map"].values()))
+        return {k: v for shard in shards for k, v in load_file(str(folder / shard)).items()}
     if (folder / "pytorch_model.bin").exists():
         return torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
-    raise FileNotFoundError(f"{folder} has neither model.safetensors nor pytorch_model.bin")
+    raise FileNotFoundError(f"{folder} has none of model.safetensors, {INDEX}, pytorch_model.bin")
 
 
 def load_eagle3(folder: str | Path, target, dtype=None) -> Eagle3:

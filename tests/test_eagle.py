@@ -250,6 +250,11 @@ def test_missing_drafter_and_bad_heads(drafters):
                                                                   num_key_value_heads=1, intermediate_size=32,
                                                                   vocab_size=VOCAB), HIDDEN)
         decode("eagle", narrow, PROMPTS[0], settings, head="full")
+    from harness import HarnessError
+    from harness.models import eagle_folder
+
+    with pytest.raises(HarnessError, match="--head reduced --vocab 4096 --init-from"):  # names the build command
+        eagle_folder("embedded:smol-eagle3-r4096")
 
 
 def test_eagle_and_specvocab_through_the_cli(tmp_path, random_pair_dir):
@@ -295,3 +300,67 @@ def test_feature_scale_is_folded_into_fc_at_export(tmp_path):
     with torch.no_grad():
         served = loaded.extend(item["features"][None, :11].float(), batch["next"], torch.arange(11)[None])
     torch.testing.assert_close(served, trained_view, rtol=0.03, atol=0.03)
+
+
+def test_big_checkpoints_are_sharded_with_the_standard_index(tmp_path):
+    """A reduced head of 16384 rows does not fit one 20 MB file: export writes whole-tensor shards and the
+    model.safetensors.index.json that the hub's sharded checkpoints use; the loader reads them back."""
+    from harness.zoo.train_eagle import save_shards
+    from methods.eagle import INDEX, read_weights
+
+    state = write_checkpoint(tmp_path / "one", draft_vocab=48, fmt="safetensors")
+    nbytes = sum(v.numel() * v.element_size() for v in state.values())
+    (tmp_path / "sharded").mkdir()
+    (tmp_path / "sharded" / "model.safetensors").write_text("stale")  # an older single-file export is replaced
+    save_shards(state, tmp_path / "sharded", max_bytes=nbytes // 3)
+    shards = sorted(p.name for p in (tmp_path / "sharded").glob("model*.safetensors"))
+    assert len(shards) >= 3 and "model.safetensors" not in shards
+    weight_map = json.loads((tmp_path / "sharded" / INDEX).read_text())["weight_map"]
+    assert set(weight_map) == set(state) and set(weight_map.values()) == set(shards)
+    back = read_weights(tmp_path / "sharded")
+    assert all(torch.equal(back[k], v) for k, v in state.items())
+    for f in ("config.json", FREQUENT):
+        (tmp_path / "sharded" / f).write_text((tmp_path / "one" / f).read_text())
+    a, b = load_eagle3(tmp_path / "one", TARGET, torch.float32), load_eagle3(tmp_path / "sharded", TARGET, torch.float32)
+    assert torch.equal(a.lm_head.weight, b.lm_head.weight) and torch.equal(a.d2t, b.d2t)
+    with pytest.raises(ValueError, match="fc.weight"):
+        save_shards({"fc.weight": state["fc.weight"]}, tmp_path / "small", max_bytes=16)
+
+
+def test_validation_counts_agreement_on_held_out_answers(trained):
+    """Held-out top-1 per TTT step: high for the trained drafter on fresh bigram outputs, near chance for an
+    untrained one (the measure the build reports next to the training agreement)."""
+    from harness.zoo.train_eagle import drafter_config, new_drafter, validate
+
+    eagle, _ = trained
+    g, items = torch.Generator().manual_seed(11), []
+    with torch.no_grad():
+        for _ in range(8):
+            prompt = torch.randint(0, VOCAB, (1, 5), generator=g)
+            ids = prompt[0].tolist() + decode("ar", None, prompt, DecodeSettings(max_new_tokens=16), target=BIGRAM).tokens[0]
+            logits, feats = forward(BIGRAM, new_cache(BIGRAM), torch.tensor([ids]), layers=feature_layers(3))
+            lp, top = torch.log_softmax(logits[0], -1).topk(8, -1)
+            items.append(dict(ids=ids, features=feats[0].to(torch.bfloat16), prompt_len=5, top_ids=top[4:-1].int(),
+                              top_lp=lp[4:-1].half()))
+    head, to_head = BIGRAM.get_output_embeddings().weight.float(), torch.arange(VOCAB)
+    good = validate(eagle.float(), items, 3, head, to_head, None)
+    fresh = validate(new_drafter(drafter_config(BIGRAM.config, VOCAB), BIGRAM, 1), items, 3, head, to_head, None)
+    assert len(good) == 3 and min(good) > 0.5 and max(fresh) < 0.2, (good, fresh)
+
+
+def test_warm_start_reads_back_what_training_saw(tmp_path):
+    """A reduced head starts from the full-head drafter: warm_start undoes the export's folded feature scale, so
+    the new drafter computes exactly the trained drafter's states; the head is left alone."""
+    from harness.zoo.train_eagle import drafter_config, export, new_drafter, warm_start
+
+    scale = torch.rand(3 * HIDDEN) * 10 + 0.5
+    trained_full = new_drafter(drafter_config(TARGET.config, VOCAB), TARGET, 0)
+    export(trained_full, drafter_config(TARGET.config, VOCAB), torch.arange(VOCAB), list(range(VOCAB)), tmp_path,
+           None, scale)
+    reduced = new_drafter(drafter_config(TARGET.config, 48), TARGET, 1)
+    head = reduced.lm_head.weight.detach().clone()
+    warm_start(reduced, tmp_path, scale)
+    torch.testing.assert_close(reduced.fc.weight, trained_full.fc.weight, rtol=2e-3, atol=1e-4)  # fp16 storage
+    torch.testing.assert_close(reduced.midlayer.mlp.up_proj.weight, trained_full.midlayer.mlp.up_proj.weight,
+                               rtol=2e-3, atol=1e-4)
+    assert torch.equal(reduced.lm_head.weight, head)

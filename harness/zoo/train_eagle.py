@@ -14,13 +14,15 @@ Stages (resumable; intermediate files under `<cache_root>/smol-eagle3/`):
                target's top-k distribution (renormalised on the head's vocabulary; positions whose target argmax
                is outside it are masked). With the full head, SpecVocab's speculator (Down d->d/8, Vocab) learns
                alongside from the same states (auxiliary loss weight 0.1, CE against the target distribution).
-  4. export    the official EAGLE-3 layout: config.json + model.safetensors (fc, midlayer.*, norm, lm_head, d2t,
-               t2d; speculator.* for ours), frequent_tokens.json (FR-Spec's slices), build.json.
+  4. export    the official EAGLE-3 layout: config.json + model.safetensors (or an index and shards when over
+               20 MB) with fc, midlayer.*, norm, lm_head, d2t, t2d (speculator.* for ours), frequent_tokens.json
+               (FR-Spec's slices), build.json (with held-out agreement: every 20th answer is not trained on).
   5. eval      tau and speedup of `eagle` (chain, gamma 5, greedy) on held-out prompts; draft/target step costs.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import random
@@ -35,7 +37,7 @@ from transformers import LlamaConfig
 
 from harness.zoo import WEIGHTS, smollm2, train_draft
 from harness.zoo.build import atomic_save, compare_with_ar, digest, read_jsonl, write_build
-from methods.eagle import FREQUENT, Eagle3, VocabSpeculator, feature_layers
+from methods.eagle import FREQUENT, INDEX, Eagle3, VocabSpeculator, feature_layers
 
 EOS = 2
 
@@ -95,11 +97,17 @@ def soft_ce(logits: torch.Tensor, t_ids: torch.Tensor, t_lp: torch.Tensor) -> to
 
 
 def ttt_loss(eagle: Eagle3, batch: dict, steps: int, head_weight: torch.Tensor, to_head: torch.Tensor,
-             speculator: VocabSpeculator | None = None, aux_weight: float = 0.1, loss_frac: float = 1.0):
+             speculator: VocabSpeculator | None = None, aux_weight: float = 0.1, loss_frac: float = 1.0,
+             noise: float = 0.0):
     """(loss, per-step top-1 agreement with the target). `head_weight` [N, d] maps normed states to the head's N
     ids; `to_head` [V] maps target ids to head rows (-1 outside the head). `loss_frac` < 1 scores a random share
-    of the positions: the full-vocabulary head dominates the cost, the decoder layer still sees every position."""
-    states = ttt_states(eagle, batch["features"], batch["next"], steps)
+    of the positions: the full-vocabulary head dominates the cost, the decoder layer still sees every position.
+    `noise` > 0 adds uniform noise U(-noise, noise) to the (scaled) features, EAGLE's augmentation against
+    memorising a small corpus through the wide fc."""
+    features = batch["features"]
+    if noise > 0:
+        features = features + (torch.rand(features.shape) * 2 - 1).mul_(noise).to(features.dtype)
+    states = ttt_states(eagle, features, batch["next"], steps)
     t_ids, t_lp, mask = batch["t_ids"], batch["t_lp"], batch["mask"]  # teacher of position j + 1, at row j
     head_ids = to_head[t_ids.long()]
     loss, agree = 0.0, []
@@ -117,6 +125,24 @@ def ttt_loss(eagle: Eagle3, batch: dict, steps: int, head_weight: torch.Tensor, 
             approx = speculator(hn.detach())
             loss = loss + aux_weight * soft_ce(approx, t_ids[rows].long(), t_lp[rows]).mean()
     return loss, agree
+
+
+@torch.no_grad()
+def validate(eagle: Eagle3, items: list[dict], steps: int, head_weight: torch.Tensor, to_head: torch.Tensor,
+             scale: torch.Tensor | None, batch: int = 8) -> list[float]:
+    """Top-1 agreement with the target per TTT step on held-out answers (every answer position)."""
+    hits, counts = [0.0] * steps, [0] * steps
+    for s in range(0, len(items), batch):
+        b = make_batch(items[s : s + batch], scale)
+        states = ttt_states(eagle, b["features"].float(), b["next"], steps)
+        head_ids = to_head[b["t_ids"][..., 0].long()]
+        for i, h in enumerate(states):
+            rows = b["mask"].clone()
+            rows[:, :i] = False
+            pred = (eagle.norm(h[rows]) @ head_weight.T).argmax(-1)
+            hits[i] += float((pred == head_ids[rows]).sum())  # outside the head (-1) never matches
+            counts[i] += int(rows.sum())
+    return [h / max(c, 1) for h, c in zip(hits, counts)]
 
 
 # --- data --------------------------------------------------------------------------------------------------
@@ -204,6 +230,22 @@ def new_drafter(config: dict, target, seed: int) -> Eagle3:
     return eagle
 
 
+def warm_start(eagle: Eagle3, folder: Path, scale: torch.Tensor | None) -> None:
+    """Start from another drafter of the same target (e.g. the full-head smol-eagle3 for a reduced head): its fc
+    (unfolded back to scaled features), decoder layer and norm; the head stays as initialised."""
+    from methods.eagle import read_weights
+
+    state = read_weights(folder)
+    fc = state["fc.weight"].float()
+    if scale is not None:
+        fc = fc * scale[None, :]
+    keep = {k: v.float() for k, v in state.items() if k.startswith(("midlayer.", "norm."))}
+    missing = [k for k in eagle.state_dict() if k.startswith(("midlayer.", "norm.")) and k not in keep]
+    if missing:
+        raise ValueError(f"--init-from {folder}: no {missing[:3]}")
+    eagle.load_state_dict({**keep, "fc.weight": fc}, strict=False)
+
+
 def frequency_order(data: list[dict], vocab: int) -> list[int]:
     counts = torch.zeros(vocab, dtype=torch.long)
     for r in data:
@@ -213,16 +255,17 @@ def frequency_order(data: list[dict], vocab: int) -> list[int]:
 
 def train(eagle: Eagle3, target, items: list[dict], head: str, vocab_ids: torch.Tensor, steps: int, batch: int,
           ttt: int, lr: float, ckpt: Path | None = None, speculator: VocabSpeculator | None = None, seed: int = 0,
-          desc: str = "[3/5 train]", loss_frac: float = 1.0, scale: torch.Tensor | None = None) -> dict:
+          desc: str = "[3/5 train]", loss_frac: float = 1.0, scale: torch.Tensor | None = None,
+          weight_decay: float = 0.0, noise: float = 0.0, val: list[dict] | None = None) -> dict:
     """AdamW with warmup + cosine; resumable from `ckpt`. Returns the top-1 agreement per TTT step with the target,
-    averaged over the last 20 steps."""
+    averaged over the last 20 steps, and on the held-out answers `val`."""
     V = target.config.vocab_size
     to_head = torch.full((V,), -1, dtype=torch.long)
     to_head[vocab_ids] = torch.arange(len(vocab_ids))
     modules = [eagle] + ([speculator] if speculator is not None else [])
     shared = {id(p) for p in target.parameters()}  # the target's embedding (and a tied head) stay frozen
     params = [p for m in modules for p in m.parameters() if p.requires_grad and id(p) not in shared]
-    opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
+    opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.95), weight_decay=weight_decay)
     step = 0
     if ckpt is not None and ckpt.exists():
         state = torch.load(ckpt)
@@ -241,7 +284,7 @@ def train(eagle: Eagle3, target, items: list[dict], head: str, vocab_ids: torch.
         weight = target.get_output_embeddings().weight.detach() if head == "full" else eagle.lm_head.weight
         with torch.autocast("cpu", dtype=torch.bfloat16):
             loss, agree = ttt_loss(eagle, make_batch(rng.sample(items, min(batch, len(items))), scale), ttt,
-                                   weight, to_head, speculator, loss_frac=loss_frac)
+                                   weight, to_head, speculator, loss_frac=loss_frac, noise=noise)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -257,7 +300,12 @@ def train(eagle: Eagle3, target, items: list[dict], head: str, vocab_ids: torch.
                 state["speculator"] = speculator.state_dict()
             atomic_save(state, ckpt)
     bar.close()
-    return {"agree_per_step": [sum(a[i] for a in recent) / len(recent) for i in range(ttt)] if recent else []}
+    log = {"agree_per_step": [sum(a[i] for a in recent) / len(recent) for i in range(ttt)] if recent else []}
+    if val:
+        weight = target.get_output_embeddings().weight.detach() if head == "full" else eagle.lm_head.weight
+        log["val_agree_per_step"] = validate(eagle, val, ttt, weight.float(), to_head, scale)
+        print(f"{desc} held-out top-1 per step: " + "/".join(f"{a:.3f}" for a in log["val_agree_per_step"]))
+    return log
 
 
 def export(eagle: Eagle3, config: dict, vocab_ids: torch.Tensor, frequent: list[int], out: Path,
@@ -277,9 +325,35 @@ def export(eagle: Eagle3, config: dict, vocab_ids: torch.Tensor, frequent: list[
     if speculator is not None:
         state.update({f"speculator.{k}": v for k, v in speculator.state_dict().items()})
     state = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in state.items()}
-    save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
+    save_shards(state, out)
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     (out / FREQUENT).write_text(json.dumps(frequent) + "\n")
+
+
+def save_shards(state: dict, out: Path, max_bytes: int = 19_000_000) -> None:
+    """model.safetensors, or when that would pass `max_bytes` (the repository keeps every file under 20 MB),
+    whole-tensor shards model-0000i-of-0000n.safetensors with the standard model.safetensors.index.json."""
+    for old in [*out.glob("model*.safetensors"), out / INDEX]:
+        old.unlink(missing_ok=True)
+    nbytes = {k: v.numel() * v.element_size() for k, v in state.items()}
+    if sum(nbytes.values()) <= max_bytes:
+        save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
+        return
+    shards, size = [{}], 0
+    for k in sorted(state, key=lambda k: -nbytes[k]):
+        if nbytes[k] > max_bytes:
+            raise ValueError(f"tensor {k} has {nbytes[k]} bytes, more than a shard's {max_bytes}")
+        if shards[-1] and size + nbytes[k] > max_bytes:
+            shards.append({})
+            size = 0
+        shards[-1][k] = state[k]
+        size += nbytes[k]
+    names = [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+    for name, shard in zip(names, shards):
+        save_file(shard, str(out / name), metadata={"format": "pt"})
+    index = {"metadata": {"total_size": sum(nbytes.values())},
+             "weight_map": {k: name for name, shard in zip(names, shards) for k in sorted(shard)}}
+    (out / INDEX).write_text(json.dumps(index, indent=2) + "\n")
 
 
 # --- 5. eval -------------------------------------------------------------------------------------------------
@@ -323,13 +397,18 @@ def main(argv=None):
     ap.add_argument("--vocab", type=int, default=8192, help="N for --head reduced")
     ap.add_argument("--rank", type=int, default=0, help="speculator width d' (default d/8)")
     ap.add_argument("--answers", type=int, default=1789, help="training answers used (the generate stage's first N)")
-    ap.add_argument("--steps", type=int, default=900)
+    ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--ttt", type=int, default=4, help="unrolled steps of training-time test")
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--loss-frac", type=float, default=0.35, help="share of answer positions scored per step")
     ap.add_argument("--scale-features", action=argparse.BooleanOptionalAction, default=True,
                     help="train on per-dimension RMS-scaled target features (folded into fc at export)")
+    ap.add_argument("--weight-decay", type=float, default=0.1)
+    ap.add_argument("--feature-noise", type=float, default=0.3,
+                    help="uniform noise amplitude on the (scaled) target features during training (EAGLE's augmentation)")
+    ap.add_argument("--init-from", type=Path,
+                    help="warm start from this drafter folder (fc, decoder layer, norm), e.g. the full-head smol-eagle3")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, help="weights folder (default harness/zoo/weights/smol-eagle3[-rN])")
     ap.add_argument("--n-eval", type=int, default=20)
@@ -356,28 +435,38 @@ def main(argv=None):
     items = extract_features(target, data, root / f"features-{key}")
     times["features_s"] = time.time() - t
 
+    val, fit = items[::20], [it for i, it in enumerate(items) if i % 20]  # held out: every 20th answer
     config = drafter_config(target.config, target.config.vocab_size if args.head == "full" else args.vocab)
     frequent = frequency_order(data, target.config.vocab_size)
     vocab_ids = torch.arange(target.config.vocab_size) if args.head == "full" else torch.tensor(sorted(frequent[: args.vocab]))
     if args.head == "reduced" and EOS not in vocab_ids:
         vocab_ids = torch.tensor(sorted(frequent[: args.vocab - 1] + [EOS]))
     eagle = new_drafter(config, target, args.seed)
+    if args.head == "reduced":  # start the trained head from the target's own rows of its vocabulary
+        eagle.lm_head.weight.data.copy_(target.get_output_embeddings().weight.detach()[vocab_ids].float())
+    scale = feature_scale(fit) if args.scale_features else None
+    if args.init_from:
+        warm_start(eagle, args.init_from, scale)
     speculator = VocabSpeculator(config["hidden_size"], args.rank or config["hidden_size"] // 8,
                                  config["vocab_size"]) if args.head == "full" else None
     t = time.time()
-    scale = feature_scale(items) if args.scale_features else None
+    warm = [hashlib.sha1(eagle.fc.weight.detach().numpy().tobytes()).hexdigest()] if args.init_from else []
     run = digest(name, key, args.steps, args.batch, args.ttt, args.lr, args.seed, args.rank, args.loss_frac,
-                 args.scale_features)
-    log = train(eagle.float(), target, items, args.head, vocab_ids, args.steps, args.batch, args.ttt, args.lr,
-                root / f"train-{run}" / "ckpt.pt", speculator, args.seed, loss_frac=args.loss_frac, scale=scale)
+                 args.scale_features, "val20", args.weight_decay, args.feature_noise, *warm)
+    log = train(eagle.float(), target, fit, args.head, vocab_ids, args.steps, args.batch, args.ttt, args.lr,
+                root / f"train-{run}" / "ckpt.pt", speculator, args.seed, loss_frac=args.loss_frac, scale=scale,
+                weight_decay=args.weight_decay, noise=args.feature_noise, val=val)
     times["train_s"] = time.time() - t
     export(eagle, config, vocab_ids, frequent, out, speculator, scale)
     n_params = sum(v.numel() for k, v in eagle.state_dict().items()
                    if not k.startswith(("embed_tokens", "rotary")) and not (args.head == "full" and k == "lm_head.weight"))
-    build = dict(name=name, head=args.head, params=n_params, file_bytes=(out / "model.safetensors").stat().st_size,
+    build = dict(name=name, head=args.head, params=n_params,
+                 file_bytes=sum(f.stat().st_size for f in out.glob("model*.safetensors")),
                  data=dict(answers=len(data), tokens=sum(len(it["ids"]) for it in items)),
                  train=dict(steps=args.steps, batch=args.batch, ttt=args.ttt, lr=args.lr, loss_frac=args.loss_frac,
-                            scale_features=args.scale_features, **log),
+                            scale_features=args.scale_features, weight_decay=args.weight_decay,
+                            feature_noise=args.feature_noise, held_out_answers=len(val),
+                            init_from=str(args.init_from) if args.init_from else None, **log),
                  speculator_rank=speculator.down.weight.shape[0] if speculator is not None else None)
     print(f"[4/5 export] {n_params / 1e6:.2f}M params -> {out}")
     if not args.no_eval:
