@@ -7,7 +7,7 @@ QUICK ?= n_samples=6 max_new_tokens=64
 
 RESULTS ?= results/$(RUN)
 
-.PHONY: setup run test bench bench-gpu figures status zoo zoo-vlm clean
+.PHONY: setup run test bench bench-gpu figures status zoo zoo-reduced zoo-vlm clean
 
 setup: $(VENV)/.installed
 
@@ -36,6 +36,10 @@ status: setup    # done / partial / failed / missing cells of RESULTS
 zoo: setup       # rebuild the text zoo from scratch: smol-draft, then smol-eagle3 (+ SpecVocab speculator)
 	$(PY) -m harness.zoo.train_draft
 	$(PY) -m harness.zoo.train_eagle
+
+zoo-reduced: setup   # EAGLE-3's reduced-vocabulary heads (N = 8192, 16384), warm-started from smol-eagle3 (after zoo)
+	$(PY) -m harness.zoo.train_eagle --head reduced --vocab 8192 --init-from harness/zoo/weights/smol-eagle3 --steps 600
+	$(PY) -m harness.zoo.train_eagle --head reduced --vocab 16384 --init-from harness/zoo/weights/smol-eagle3 --steps 600
 
 zoo-vlm: setup   # rebuild tiny-llava (target vision tower + projector, distilled draft)
 	$(PY) -m harness.zoo.train_vlm

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,10 +91,15 @@ def eagle_folder(model_id: str) -> Path:
     if model_id.startswith("embedded:"):
         from harness.zoo import WEIGHTS
 
-        folder = WEIGHTS / model_id.removeprefix("embedded:")
+        name = model_id.removeprefix("embedded:")
+        folder = WEIGHTS / name
         if not (folder / "config.json").exists():
+            reduced = re.fullmatch(r"smol-eagle3-r(\d+)", name)
+            build = "python -m harness.zoo.train_eagle"
+            if reduced:
+                build += f" --head reduced --vocab {reduced[1]} --init-from {WEIGHTS / 'smol-eagle3'} --steps 600"
             raise HarnessError(f"embedded EAGLE drafter {model_id!r} has no weights in {folder}; build them with:\n"
-                               f"    python -m harness.zoo.train_eagle")
+                               f"    {build}")
         return folder
     if Path(model_id).exists():
         return Path(model_id)

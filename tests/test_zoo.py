@@ -144,3 +144,46 @@ def test_eagle_smoke_build_exports_the_official_layout(tmp_path, target):
     for head, size in (("full", 0), ("specvocab", 64), ("frspec", 2048)):
         res = get_method("eagle")(Models(model, eagle=eagle), Prompt({"input_ids": ids}), settings, head=head, head_size=size)
         assert res.tokens == ar.tokens
+
+
+EAGLES = {"smol-eagle3": 49152, "smol-eagle3-r8192": 8192, "smol-eagle3-r16384": 16384}
+
+
+@pytest.mark.parametrize("name", sorted(EAGLES))
+def test_committed_eagle_drafters_load_and_decode_losslessly(name, target):
+    """The committed EAGLE-3 drafters: small fp16 files in the official layout (a sharded index where one file
+    would pass 20 MB), loaded through their pair's id; every head they serve, chain and dynamic tree, equals ar."""
+    from harness.models import load_eagle
+    from harness.zoo import WEIGHTS
+
+    folder = WEIGHTS / name
+    files = sorted(folder.glob("model*.safetensors"))
+    assert files and all(f.stat().st_size <= MAX_FILE_BYTES for f in files)
+    for f in files:
+        with safe_open(str(f), "pt") as st:
+            assert {st.get_tensor(k).dtype for k in st.keys()} <= {torch.float16, torch.bool, torch.int64}
+    model, tokenizer = target
+    eagle = load_eagle(f"embedded:{name}", model, torch.float32)
+    assert eagle.config.hidden_size == 576 and eagle.fc.weight.shape == (576, 3 * 576)
+    assert eagle.lm_head.weight.shape[0] == EAGLES[name] and eagle.frequent.numel() == 49152
+    ids = torch.arange(EAGLES[name]) + eagle.d2t
+    assert ids.unique().numel() == EAGLES[name] and bool(eagle.t2d[ids].all()) and 2 in ids.tolist()  # EOS draftable
+    build = json.loads((folder / "build.json").read_text())
+    assert build["train"]["val_agree_per_step"][0] > 0.3  # held-out agreement with the target, recorded by the build
+    if name == "smol-eagle3":
+        assert eagle.lm_head.weight is model.get_output_embeddings().weight and eagle.speculator is not None
+        heads = [("full", 0), ("frspec", 8192), ("specvocab", 768)]
+    else:
+        heads = [("reduced", 0)]
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "Write a Python function that adds two numbers."}],
+                                           add_generation_prompt=True, return_dict=True, return_tensors="pt")["input_ids"]
+    settings = DecodeSettings(max_new_tokens=32, eos_token_ids=(2,))
+    ar = get_method("ar")(Models(model), Prompt({"input_ids": prompt}), settings)
+    accepted = 0
+    for head, size in heads:
+        for tree in ({}, {"top_k": 4, "total_tokens": 16}):
+            res = get_method("eagle")(Models(model, eagle=eagle), Prompt({"input_ids": prompt}), settings, head=head,
+                                      head_size=size, **tree)
+            assert res.tokens == ar.tokens, (head, tree)
+            accepted += sum(res.stats["accepted"])
+    assert accepted > 0
