@@ -8,7 +8,8 @@ Sections (the text ones on --pair):
   overhead  fraction of decode walltime outside target and draft forwards (`ar`, `sd`, `hf_assisted`);
   cost      the cost model's predicted speedup from measured tau and forward latencies vs the measured one;
   tabed     TABED's draft-step cost on a vision-language pair: K = 1, 2, 4 drafting modes batched into one
-            forward vs run one after another.
+            forward vs run one after another;
+  vocab     the EAGLE/SpecVocab vocabulary grid on --eagle-pair: full, reduced, FR-Spec and SpecVocab heads.
 Writes results/bench/latest.md (the tables) and results/bench/raw.json (every timing).
 """
 from __future__ import annotations
@@ -34,10 +35,14 @@ from methods.drafting import Drafter
 from methods.hf_assisted import n_tokens
 
 
-def load(pair: str, device):
-    """A pair by config name (conf/pair/NAME.yaml) or by the path of a pair yaml."""
+def load(pair: str, device, eagle: bool = False):
+    """A pair by config name (conf/pair/NAME.yaml) or by the path of a pair yaml; with `eagle`, its EAGLE-3
+    drafter instead of a draft model."""
     path = Path(pair) if pair.endswith(".yaml") else PROJECT_ROOT / f"conf/pair/{pair}.yaml"
-    return load_pair(OmegaConf.load(path), device, resolve_dtype("auto", device))
+    if not path.is_file():
+        valid = ", ".join(sorted(p.stem for p in (PROJECT_ROOT / "conf" / "pair").glob("*.yaml")))
+        raise SystemExit(f"unknown pair {pair!r}: give a pair yaml path or one of: {valid}")
+    return load_pair(OmegaConf.load(path), device, resolve_dtype("auto", device), need_draft=not eagle, need_eagle=eagle)
 
 
 def prompts_of(pair, dataset: str, n: int):
@@ -72,20 +77,24 @@ def forward_timer(models):
             h.remove()
 
 
-def interleaved(args, device, variants: dict, timed: bool = False) -> dict[str, list[dict]]:
+def interleaved(args, device, variants: dict, timed: bool = False, pair=None, dataset: str | None = None,
+                models: dict | None = None) -> dict[str, list[dict]]:
     """Decode every prompt with every variant (name -> (method, options); `ar` among them), `args.repeats` times,
     the order alternating (A B .., .. B A) per prompt and repeat, after one warm-up decode per variant. Aborts
     when any output differs from ar's. Per variant, one dict per decode; with `timed`, also the forwards of
-    its decode phase (those starting after prefill) from `forward_timer`, whose hooks cost ~µs per call."""
-    pair = load(args.pair, device)
-    prompts, samples = prompts_of(pair, args.dataset, args.prompts)
+    its decode phase (those starting after prefill) from `forward_timer`, whose hooks cost ~µs per call.
+    `pair` and `dataset` default to --pair and --dataset; `models` gives some variants models of their own
+    (e.g. another drafter for the same target)."""
+    pair = pair or load(args.pair, device)
+    prompts, samples = prompts_of(pair, dataset or args.dataset, args.prompts)
     settings = DecodeSettings(max_new_tokens=args.max_new_tokens, eos_token_ids=pair.eos_token_ids)
 
     def once(name, prompt):
         generate, options = variants[name]
-        with forward_timer(pair.models) if timed else nullcontext([]) as calls:
+        chosen = (models or {}).get(name, pair.models)
+        with forward_timer(chosen) if timed else nullcontext([]) as calls:
             start = now(device)
-            result = generate(pair.models, prompt, settings, None, **options)
+            result = generate(chosen, prompt, settings, None, **options)
         s = result.stats
         run = dict(new=len(result.tokens[0]), prefill_s=s["prefill_s"], decode_s=s["decode_s"],
                    wall_s=s["prefill_s"] + s["decode_s"], target_calls=s["target_calls"])
@@ -227,7 +236,81 @@ def bench_tabed(args, device) -> tuple[list[str], dict]:
     return rows, {"draft_step_s": times}
 
 
-SECTIONS = {"sd": bench_sd, "hf": bench_hf, "overhead": bench_overhead, "cost": bench_cost, "tabed": bench_tabed}
+def bench_vocab(args, device) -> tuple[list[str], dict]:
+    """The EAGLE/SpecVocab vocabulary grid on the embedded EAGLE pair (chain, --gamma): full tied head, trained
+    reduced heads (their own drafters), an FR-Spec slice and SpecVocab at three k. Per variant: tau and speedup
+    from interleaved decodes, and the median time of one draft step (drafter layer + head, one token appended
+    at a fixed context, interleaved), the cost SpecVocab attacks."""
+    from harness.models import load_eagle
+    from methods import Models
+    from methods.eagle import feature_layers, head_for
+
+    pair = load(args.eagle_pair, device, eagle=True)
+    target = pair.models.target
+    drafters = {"full": pair.models.eagle}
+    for model_id in args.reduced.split(",") if args.reduced else []:
+        drafters[Path(model_id.removeprefix("embedded:")).name] = load_eagle(model_id, target, target.dtype)
+    g, eagle = args.gamma, get_method("eagle")
+    grid = {f"eagle full_g{g}": ("full", "full", 0)}  # variant -> (drafter, head, head size)
+    grid.update({f"eagle {name}_g{g}": (name, "reduced", 0) for name in drafters if name != "full"})
+    grid[f"frspec {args.frspec}_g{g}"] = ("full", "frspec", args.frspec)
+    grid.update({f"specvocab k{k}_g{g}": ("full", "specvocab", int(k)) for k in args.specvocab_k.split(",")})
+    variants = {"ar": (get_method("ar"), {}),
+                **{name: (eagle, {"gamma": g, "head": h, "head_size": n}) for name, (_, h, n) in grid.items()}}
+    own = {name: Models(target, eagle=drafters[d]) for name, (d, _, _) in grid.items() if d != "full"}
+    runs = interleaved(args, device, variants, pair=pair, dataset=args.eagle_dataset, models=own)
+
+    prompt = prompts_of(pair, args.eagle_dataset, 1)[0][0]
+    ids = prompt.target["input_ids"]
+    P, token = ids.shape[1], torch.tensor([[int(ids[0, -1])]], device=device)
+    with torch.inference_mode():
+        hs = target(input_ids=ids, output_hidden_states=True).hidden_states
+        feats = torch.cat([hs[i] for i in feature_layers(target.config.num_hidden_layers)], -1)
+        state = {}
+        for name, d in drafters.items():  # the prompt's entries once per drafter; heads do not touch the cache
+            d.midlayer.self_attn.reset(P + 8, device, d.fc.weight.dtype)
+            state[name] = d.extend(feats, torch.cat([ids[:, 1:], token], 1), torch.arange(P, device=device)[None])[:, -1:]
+        heads = {name: head_for(drafters[d], target, h, n) for name, (d, h, n) in grid.items()}
+        times = {name: [] for name in grid}
+        for rep in range(args.steps + 3):
+            for name in (list(grid) if rep % 2 == 0 else list(reversed(grid))):
+                which = grid[name][0]
+                d = drafters[which]
+                start = now(device)
+                heads[name](d.norm(d.extend(state[which], token, torch.tensor([[P]], device=device))[0]))
+                elapsed = now(device) - start
+                d.crop(P)  # back to the prompt: the same context every step
+                if rep >= 3:
+                    times[name].append(elapsed)
+    step = {name: statistics.median(v) for name, v in times.items()}
+    med = {name: per_token(v) for name, v in runs.items()}
+    tau = {name: sum(r["new"] for r in v) / sum(r["target_calls"] for r in v) for name, v in runs.items()}
+    full = f"eagle full_g{g}"
+    rows = [f"## Vocabulary grid: {args.eagle_pair} (+ {args.reduced or 'no reduced heads'}) on {args.eagle_dataset}, "
+            f"chain gamma {args.gamma}, greedy, {args.max_new_tokens} new tokens, {args.prompts} prompts x "
+            f"{args.repeats} repeats (interleaved), all outputs identical to ar; draft step: median of {args.steps}", "",
+            "| variant | tau | draft step ms | draft step vs full | ms / new token | speedup vs ar |",
+            "|---|---|---|---|---|---|"]
+    rows += [f"| {name} | {tau[name]:.2f} | {step[name] * 1e3:.2f} | {step[name] / step[full]:.2f}x | "
+             f"{med[name] * 1e3:.1f} | {med['ar'] / med[name]:.2f}x |" for name in grid]
+    spec = [n for n, (_, h, _) in grid.items() if h == "specvocab"]
+    reduced = [n for n, (_, h, _) in grid.items() if h in ("reduced", "frspec")]
+    if spec:
+        best = max(spec, key=lambda n: med["ar"] / med[n])
+        rows += ["", f"**specvocab tau / full tau: {tau[best] / tau[full]:.3f}** ({best}; goal >= 0.98: "
+                 f"{'met' if tau[best] >= 0.98 * tau[full] else 'not met'})",
+                 f"**specvocab draft step / full: {step[best] / step[full]:.2f}x** (goal <= 0.5: "
+                 f"{'met' if step[best] <= 0.5 * step[full] else 'not met'})"]
+        if reduced:
+            other = max(reduced, key=lambda n: med["ar"] / med[n])
+            ratio = med[other] / med[best]
+            rows.append(f"**specvocab vs best reduced-vocabulary variant: {ratio:.2f}x** throughput ({best} vs "
+                        f"{other}; goal >= 1.10: {'met' if ratio >= 1.10 else 'not met'})")
+    return rows, {"runs": runs, "draft_step_s": times}
+
+
+SECTIONS = {"sd": bench_sd, "hf": bench_hf, "overhead": bench_overhead, "cost": bench_cost, "tabed": bench_tabed,
+            "vocab": bench_vocab}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -241,7 +324,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--vlm-pair", default="tiny-llava")
     ap.add_argument("--vlm-dataset", default="mmvet")
-    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--steps", type=int, default=30, help="timed draft steps (tabed, vocab)")
+    ap.add_argument("--eagle-pair", default="smollm2-135m__smol-eagle3", help="EAGLE pair of the vocab section")
+    ap.add_argument("--eagle-dataset", default="zoo-eval")
+    ap.add_argument("--reduced", default="embedded:smol-eagle3-r8192,embedded:smol-eagle3-r16384",
+                    help="reduced-head EAGLE drafters of the same target, as pair.eagle ids (comma-separated; "
+                         "empty: none)")
+    ap.add_argument("--frspec", type=int, default=8192, help="FR-Spec slice size")
+    ap.add_argument("--specvocab-k", default="384,768,1536", help="SpecVocab candidates per step (comma-separated)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", type=Path, default=PROJECT_ROOT / "results" / "bench")
     args = ap.parse_args(argv)

@@ -40,3 +40,26 @@ def test_hf_overhead_and_cost_sections(tmp_path, random_pair_dir):
     raw = json.loads((tmp_path / "bench" / "raw.json").read_text())
     assert {"hf", "overhead", "cost"} <= set(raw)
     assert raw["cost"]["predicted"] > 0 and raw["cost"]["t_verify"] > 0
+
+
+def test_vocab_section_times_every_head(tmp_path, random_pair_dir):
+    """The vocabulary grid on a random target with random EAGLE-3 drafters (a full one with a speculator and
+    frequency list, a reduced one): every variant decodes losslessly, is timed, and the goals are stated."""
+    from tests.test_eagle import write_checkpoint
+
+    vocab = 49152
+    write_checkpoint(tmp_path / "full", draft_vocab=vocab, vocab=vocab, hidden=64, fmt="safetensors")
+    write_checkpoint(tmp_path / "r512", draft_vocab=512, vocab=vocab, hidden=64, speculator=False)
+    pair = tmp_path / "pair.yaml"
+    pair.write_text(yaml.safe_dump({"name": "tiny-eagle", "target": {"id": str(random_pair_dir / "target")},
+                                    "eagle": {"id": str(tmp_path / "full")}}))
+    assert main(["--sections", "vocab", "--eagle-pair", str(pair), "--eagle-dataset", "tiny", "--reduced",
+                 str(tmp_path / "r512"), "--frspec", "1024", "--specvocab-k", "16,64", "--prompts", "2", "--repeats",
+                 "1", "--max-new-tokens", "8", "--steps", "3", "--out", str(tmp_path / "bench")]) == 0
+    table = (tmp_path / "bench" / "latest.md").read_text()
+    for row in ("| eagle full_g5 |", "| eagle r512_g5 |", "| frspec 1024_g5 |", "| specvocab k16_g5 |",
+                "| specvocab k64_g5 |", "**specvocab tau / full tau:", "**specvocab draft step / full:",
+                "**specvocab vs best reduced-vocabulary variant:"):
+        assert row in table
+    raw = json.loads((tmp_path / "bench" / "raw.json").read_text())
+    assert len(raw["vocab"]["draft_step_s"]["specvocab k16_g5"]) == 3
