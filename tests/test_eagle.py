@@ -81,21 +81,29 @@ def drafters(tmp_path_factory):
     return {name: load_eagle3(root / name, TARGET, torch.float32) for name in ("reduced", "same-vocab")}
 
 
+def bigram_items(n: int, new_tokens: int, seed: int) -> list[dict]:
+    """Training items (train_eagle's layout) from the bigram target's greedy answers to n random 5-token prompts:
+    ids, features, and the target's top-8 log-probabilities at every answer position."""
+    g, items = torch.Generator().manual_seed(seed), []
+    with torch.no_grad():
+        for _ in range(n):
+            prompt = torch.randint(0, VOCAB, (1, 5), generator=g)
+            settings = DecodeSettings(max_new_tokens=new_tokens)
+            ids = prompt[0].tolist() + decode("ar", None, prompt, settings, target=BIGRAM).tokens[0]
+            logits, feats = forward(BIGRAM, new_cache(BIGRAM), torch.tensor([ids]), layers=feature_layers(3))
+            lp, top = torch.log_softmax(logits[0], -1).topk(8, -1)
+            items.append(dict(ids=ids, features=feats[0].to(torch.bfloat16), prompt_len=5, top_ids=top[4:-1].int(),
+                              top_lp=lp[4:-1].half()))
+    return items
+
+
 @pytest.fixture(scope="module")
 def trained():
     """A drafter trained with training-time test on the bigram target's own greedy outputs (seconds)."""
     from harness.zoo.train_eagle import drafter_config, new_drafter, train
     from methods.eagle import VocabSpeculator
 
-    g, items = torch.Generator().manual_seed(0), []
-    with torch.no_grad():
-        for _ in range(48):
-            prompt = torch.randint(0, VOCAB, (1, 5), generator=g)
-            ids = prompt[0].tolist() + decode("ar", None, prompt, DecodeSettings(max_new_tokens=24), target=BIGRAM).tokens[0]
-            logits, feats = forward(BIGRAM, new_cache(BIGRAM), torch.tensor([ids]), layers=feature_layers(3))
-            lp, top = torch.log_softmax(logits[0], -1).topk(8, -1)
-            items.append(dict(ids=ids, features=feats[0].to(torch.bfloat16), prompt_len=5, top_ids=top[4:-1].int(),
-                              top_lp=lp[4:-1].half()))
+    items = bigram_items(48, new_tokens=24, seed=0)
     eagle, spec = new_drafter(drafter_config(BIGRAM.config, VOCAB), BIGRAM, 0), VocabSpeculator(HIDDEN, 8, VOCAB)
     log = train(eagle, BIGRAM, items, "full", torch.arange(VOCAB), steps=200, batch=8, ttt=3, lr=1e-2, speculator=spec)
     eagle.speculator = spec
@@ -333,15 +341,7 @@ def test_validation_counts_agreement_on_held_out_answers(trained):
     from harness.zoo.train_eagle import drafter_config, new_drafter, validate
 
     eagle, _ = trained
-    g, items = torch.Generator().manual_seed(11), []
-    with torch.no_grad():
-        for _ in range(8):
-            prompt = torch.randint(0, VOCAB, (1, 5), generator=g)
-            ids = prompt[0].tolist() + decode("ar", None, prompt, DecodeSettings(max_new_tokens=16), target=BIGRAM).tokens[0]
-            logits, feats = forward(BIGRAM, new_cache(BIGRAM), torch.tensor([ids]), layers=feature_layers(3))
-            lp, top = torch.log_softmax(logits[0], -1).topk(8, -1)
-            items.append(dict(ids=ids, features=feats[0].to(torch.bfloat16), prompt_len=5, top_ids=top[4:-1].int(),
-                              top_lp=lp[4:-1].half()))
+    items = bigram_items(8, new_tokens=16, seed=11)
     head, to_head = BIGRAM.get_output_embeddings().weight.float(), torch.arange(VOCAB)
     good = validate(eagle.float(), items, 3, head, to_head, None)
     fresh = validate(new_drafter(drafter_config(BIGRAM.config, VOCAB), BIGRAM, 1), items, 3, head, to_head, None)

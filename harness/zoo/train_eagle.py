@@ -276,12 +276,13 @@ def train(eagle: Eagle3, target, items: list[dict], head: str, vocab_ids: torch.
         step = state["step"]
     rng = random.Random(seed * 7919 + step)
     warmup = max(1, steps // 20)
+    # the head's rows: the target's frozen output embedding, or the drafter's own (trained) reduced head
+    weight = target.get_output_embeddings().weight.detach() if head == "full" else eagle.lm_head.weight
     bar = tqdm(total=steps, initial=step, desc=desc, unit="step")
     recent = []
     while step < steps:
         for g in opt.param_groups:
             g["lr"] = lr * min(1.0, (step + 1) / warmup) * (0.1 + 0.45 * (1 + math.cos(math.pi * step / steps)))
-        weight = target.get_output_embeddings().weight.detach() if head == "full" else eagle.lm_head.weight
         with torch.autocast("cpu", dtype=torch.bfloat16):
             loss, agree = ttt_loss(eagle, make_batch(rng.sample(items, min(batch, len(items))), scale), ttt,
                                    weight, to_head, speculator, loss_frac=loss_frac, noise=noise)
@@ -302,7 +303,6 @@ def train(eagle: Eagle3, target, items: list[dict], head: str, vocab_ids: torch.
     bar.close()
     log = {"agree_per_step": [sum(a[i] for a in recent) / len(recent) for i in range(ttt)] if recent else []}
     if val:
-        weight = target.get_output_embeddings().weight.detach() if head == "full" else eagle.lm_head.weight
         log["val_agree_per_step"] = validate(eagle, val, ttt, weight.float(), to_head, scale)
         print(f"{desc} held-out top-1 per step: " + "/".join(f"{a:.3f}" for a in log["val_agree_per_step"]))
     return log
