@@ -7,6 +7,7 @@ Sections (the text ones on --pair):
   hf        our `sd` vs transformers' assisted generation (`hf_assisted`, and `hf_pld`), same pair and gamma;
   overhead  fraction of decode walltime outside target and draft forwards (`ar`, `sd`, `hf_assisted`);
   cost      the cost model's predicted speedup from measured tau and forward latencies vs the measured one;
+  kernels   target and draft forward latency with dense vs prepacked linear weights (CPU; pack_weights);
   tabed     TABED's draft-step cost on a vision-language pair: K = 1, 2, 4 drafting modes batched into one
             forward vs run one after another;
   vocab     the EAGLE/SpecVocab vocabulary grid on --eagle-pair: full, reduced, FR-Spec and SpecVocab heads.
@@ -25,24 +26,26 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from harness import PROJECT_ROOT
+from harness import PROJECT_ROOT, packing
 from harness.data import load_samples, open_images
 from harness.models import load_pair, resolve_device, resolve_dtype
 from harness.records import environment
 from methods import DecodeSettings, get_method
-from methods.core import now
+from methods.core import crop_cache, forward, new_cache, now
 from methods.drafting import Drafter
 from methods.hf_assisted import n_tokens
 
 
-def load(pair: str, device, eagle: bool = False):
+def load(pair: str, device, eagle: bool = False, pack="auto"):
     """A pair by config name (conf/pair/NAME.yaml) or by the path of a pair yaml; with `eagle`, its EAGLE-3
-    drafter instead of a draft model."""
+    drafter instead of a draft model; `pack` as the run setting `pack_weights` (harness.packing)."""
     path = Path(pair) if pair.endswith(".yaml") else PROJECT_ROOT / f"conf/pair/{pair}.yaml"
     if not path.is_file():
         valid = ", ".join(sorted(p.stem for p in (PROJECT_ROOT / "conf" / "pair").glob("*.yaml")))
         raise SystemExit(f"unknown pair {pair!r}: give a pair yaml path or one of: {valid}")
-    return load_pair(OmegaConf.load(path), device, resolve_dtype("auto", device), need_draft=not eagle, need_eagle=eagle)
+    dtype = resolve_dtype("auto", device)
+    return load_pair(OmegaConf.load(path), device, dtype, need_draft=not eagle, need_eagle=eagle,
+                     pack=packing.wanted(pack, device, dtype))
 
 
 def prompts_of(pair, dataset: str, n: int):
@@ -85,7 +88,7 @@ def interleaved(args, device, variants: dict, timed: bool = False, pair=None, da
     its decode phase (those starting after prefill) from `forward_timer`, whose hooks cost ~µs per call.
     `pair` and `dataset` default to --pair and --dataset; `models` gives some variants models of their own
     (e.g. another drafter for the same target)."""
-    pair = pair or load(args.pair, device)
+    pair = pair or load(args.pair, device, pack=args.pack_weights)
     prompts, samples = prompts_of(pair, dataset or args.dataset, args.prompts)
     settings = DecodeSettings(max_new_tokens=args.max_new_tokens, eos_token_ids=pair.eos_token_ids)
 
@@ -205,9 +208,48 @@ def bench_cost(args, device) -> tuple[list[str], dict]:
                       measured=measured)
 
 
+def bench_kernels(args, device) -> tuple[list[str], dict]:
+    """Forward latency of the --pair's target for 1, 2, gamma + 1 and 16 new tokens after the first prompt, and
+    of one draft step, with dense and with prepacked linear weights (harness.packing), interleaved: why a CPU
+    verification of gamma + 1 tokens costs about two 1-token steps when dense and about one when packed."""
+    if device.type != "cpu":
+        return [f"## Linear-weight kernels: skipped on {device} (prepacking is for CPUs)"], {}
+    pairs = {kind: load(args.pair, device, pack=kind) for kind in ("false", "true")}
+    ids = prompts_of(pairs["false"], args.dataset, 1)[0][0].target["input_ids"]
+    length, sizes = ids.shape[1], sorted({1, 2, args.gamma + 1, 16})
+    probes = [(kind, "target", n) for kind in pairs for n in sizes] + [(kind, "draft", 1) for kind in pairs]
+    times = {probe: [] for probe in probes}
+    with torch.inference_mode():
+        caches = {}
+        for kind, who, _ in probes:
+            model = getattr(pairs[kind].models, who)
+            if (kind, who) not in caches:
+                caches[kind, who] = new_cache(model)
+                forward(model, caches[kind, who], ids)
+        for rep in range(args.steps + 3):
+            for kind, who, n in (probes if rep % 2 == 0 else list(reversed(probes))):
+                start = now(device)
+                forward(getattr(pairs[kind].models, who), caches[kind, who], ids[:, -n:], logits_to_keep=n)
+                elapsed = now(device) - start
+                crop_cache(caches[kind, who], length)  # back to the prompt: the same context every time
+                if rep >= 3:  # the first rounds warm up
+                    times[kind, who, n].append(elapsed)
+    med = {probe: statistics.median(v) for probe, v in times.items()}
+    rows = [f"## Linear-weight kernels: {args.pair}, forwards after a {length}-token prompt, median of {args.steps} "
+            "(interleaved); dense = PyTorch's F.linear (MKL), packed = oneDNN prepacked weights (pack_weights)", "",
+            "| forward | dense ms | packed ms | packed / dense |", "|---|---|---|---|"]
+    rows += [f"| {who} {n} token{'s' if n > 1 else ''} | {med['false', who, n] * 1e3:.2f} | "
+             f"{med['true', who, n] * 1e3:.2f} | {med['true', who, n] / med['false', who, n]:.2f}x |"
+             for who, n in [("target", n) for n in sizes] + [("draft", 1)]]
+    v = args.gamma + 1
+    rows += ["", f"**verify of {v} tokens / 1-token step: dense {med['false', 'target', v] / med['false', 'target', 1]:.2f}"
+             f", packed {med['true', 'target', v] / med['true', 'target', 1]:.2f}**"]
+    return rows, {"forward_s": {f"{kind} {who} {n}": t for (kind, who, n), t in times.items()}}
+
+
 def bench_tabed(args, device) -> tuple[list[str], dict]:
     """Median time of one draft step (one token appended to every mode's context) per configuration."""
-    pair = load(args.vlm_pair, device)
+    pair = load(args.vlm_pair, device, pack=args.pack_weights)
     prompts, _ = prompts_of(pair, args.vlm_dataset, 1)
     prompt = prompts[0]
     if prompt.target.get("pixel_values") is None:
@@ -245,11 +287,13 @@ def bench_vocab(args, device) -> tuple[list[str], dict]:
     from methods import Models
     from methods.eagle import feature_layers, head_for
 
-    pair = load(args.eagle_pair, device, eagle=True)
+    pair = load(args.eagle_pair, device, eagle=True, pack=args.pack_weights)
     target = pair.models.target
     drafters = {"full": pair.models.eagle}
     for model_id in args.reduced.split(",") if args.reduced else []:
-        drafters[Path(model_id.removeprefix("embedded:")).name] = load_eagle(model_id, target, target.dtype)
+        drafters[Path(model_id.removeprefix("embedded:")).name] = d = load_eagle(model_id, target, target.dtype)
+        if packing.wanted(args.pack_weights, device, target.dtype):
+            packing.pack_linears(d)
     g, eagle = args.gamma, get_method("eagle")
     grid = {f"eagle full_g{g}": ("full", "full", 0)}  # variant -> (drafter, head, head size)
     grid.update({f"eagle {name}_g{g}": (name, "reduced", 0) for name in drafters if name != "full"})
@@ -309,8 +353,8 @@ def bench_vocab(args, device) -> tuple[list[str], dict]:
     return rows, {"runs": runs, "draft_step_s": times}
 
 
-SECTIONS = {"sd": bench_sd, "hf": bench_hf, "overhead": bench_overhead, "cost": bench_cost, "tabed": bench_tabed,
-            "vocab": bench_vocab}
+SECTIONS = {"sd": bench_sd, "hf": bench_hf, "overhead": bench_overhead, "cost": bench_cost, "kernels": bench_kernels,
+            "tabed": bench_tabed, "vocab": bench_vocab}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -333,6 +377,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frspec", type=int, default=8192, help="FR-Spec slice size")
     ap.add_argument("--specvocab-k", default="384,768,1536", help="SpecVocab candidates per step (comma-separated)")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--pack-weights", default="auto", choices=packing.CHOICES,
+                    help="prepacked CPU linear weights, as the run setting pack_weights (the kernels section "
+                         "compares both)")
     ap.add_argument("--out", type=Path, default=PROJECT_ROOT / "results" / "bench")
     args = ap.parse_args(argv)
     sections = args.sections.split(",")

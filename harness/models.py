@@ -16,6 +16,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
 
 from harness import HarnessError
+from harness.packing import pack_linears
 from harness.zoo import load_embedded
 from methods import Models, Prompt
 
@@ -69,8 +70,16 @@ def _from_hf(cls, model_id: str, **kwargs):
 
 
 @functools.lru_cache(maxsize=4)
-def load_model(model_id: str, dtype: torch.dtype, device: torch.device):
-    """(model, tokenizer, processor or None), cached so multirun jobs in one process load each model once."""
+def load_model(model_id: str, dtype: torch.dtype, device: torch.device, pack: bool = False):
+    """(model, tokenizer, processor or None), cached so multirun jobs in one process load each model once;
+    with `pack`, its linear layers use prepacked CPU weights (harness.packing; for decoding, not training)."""
+    model, tokenizer, processor = _load_model(model_id, dtype, device)
+    if pack:
+        pack_linears(model)
+    return model, tokenizer, processor
+
+
+def _load_model(model_id: str, dtype: torch.dtype, device: torch.device):
     if model_id.startswith("embedded:"):
         model, tok_or_processor = load_embedded(model_id.removeprefix("embedded:"), dtype)
         processor = tok_or_processor if hasattr(tok_or_processor, "image_processor") else None  # vision pairs
@@ -175,17 +184,21 @@ class Pair:
 
 
 def load_pair(pair_cfg, device: torch.device, dtype: torch.dtype, need_draft: bool = True,
-              need_eagle: bool = False) -> Pair:
-    target, tokenizer, processor = load_model(pair_cfg.target.id, dtype, device)
+              need_eagle: bool = False, pack: bool = False) -> Pair:
+    """The pair's target and, as asked, its draft and EAGLE-3 drafter; with `pack`, their linear layers use
+    prepacked CPU weights (harness.packing)."""
+    target, tokenizer, processor = load_model(pair_cfg.target.id, dtype, device, pack)
     draft = eagle = None
     if need_eagle:
         if not pair_cfg.get("eagle"):
             raise HarnessError(f"pair {pair_cfg.name!r} has no EAGLE-3 drafter (pair.eagle.id), which this method needs")
         eagle = load_eagle(pair_cfg.eagle.id, target, dtype)
+        if pack:
+            pack_linears(eagle)
     if need_draft:
         if not pair_cfg.get("draft"):
             raise HarnessError(f"pair {pair_cfg.name!r} has no draft model, which this method needs")
-        draft = load_model(pair_cfg.draft.id, dtype, device)[0]
+        draft = load_model(pair_cfg.draft.id, dtype, device, pack)[0]
         if draft.config.get_text_config().vocab_size > target.config.get_text_config().vocab_size:
             raise HarnessError(f"draft {pair_cfg.draft.id} has a larger vocabulary than target {pair_cfg.target.id}; "
                                "drafted ids must be target ids")

@@ -21,7 +21,7 @@ from harness import PROJECT_ROOT, HarnessError
 SAMPLES, SUMMARY, CONFIG, ENV = "samples.jsonl", "summary.json", "config.yaml", "env.json"
 # Settings that define a cell's numbers: a rerun into the same directory must agree on all of them.
 IDENTITY_KEYS = ("method", "pair", "dataset", "max_new_tokens", "temperature", "top_p", "seed", "warmup", "dtype",
-                 "reuse_first_turn")
+                 "pack_weights", "reuse_first_turn")
 
 
 def cell_dir(cfg) -> Path:

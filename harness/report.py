@@ -70,7 +70,7 @@ def complete_records(path: Path) -> list[dict]:
 def cell_identity(cfg: dict, summary: dict | None) -> dict:
     """What a cell's records share, from its resolved config.yaml and summary.json."""
     d, m = cfg["dataset"], cfg["method"]
-    settings = {k: cfg.get(k) for k in ("max_new_tokens", "temperature", "top_p", "seed", "dtype")}
+    settings = {k: cfg.get(k) for k in ("max_new_tokens", "temperature", "top_p", "seed", "dtype", "pack_weights")}
     return {"run": cfg["run_name"], "pair": cfg["pair"]["name"], "dataset": d["name"],
             "group": d.get("group") or "other", "task": d.get("second_turn") or "", "method": m["tag"],
             "method_name": m["name"], "modes": m.get("drafts") or m.get("drafting") or "",

@@ -12,7 +12,7 @@ import torch
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from harness import HarnessError
+from harness import HarnessError, packing
 from harness.data import Sample, load_samples, open_images
 from harness.models import Pair, load_pair, resolve_device, resolve_dtype
 from harness.records import (
@@ -101,14 +101,15 @@ def run_cell(cfg) -> dict:
     if cfg.max_new_tokens < 1 or cfg.temperature < 0 or not 0 < cfg.top_p <= 1:
         raise HarnessError(f"bad decoding settings {settings_base}: need max_new_tokens >= 1, temperature >= 0, "
                            "0 < top_p <= 1")
+    pack = packing.wanted(cfg.pack_weights, device, dtype)
     pair = load_pair(cfg.pair, device, dtype, need_draft=cfg.method.get("needs_draft", False),
-                     need_eagle=cfg.method.get("needs_eagle", False))
+                     need_eagle=cfg.method.get("needs_eagle", False), pack=pack)
     settings = DecodeSettings(**settings_base, eos_token_ids=pair.eos_token_ids)
 
     cell.mkdir(parents=True, exist_ok=True)
     (cell / SUMMARY).unlink(missing_ok=True)  # the sample set changed: the old summary no longer holds
     write_atomic(cell / CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
-    write_atomic(cell / ENV, json.dumps(environment(device), indent=2))
+    write_atomic(cell / ENV, json.dumps({**environment(device), "packed_linear_weights": pack}, indent=2))
     done = read_complete(cell)
     done_ids = {r["id"] for r in done}
     todo = [(i, s) for i, s in enumerate(samples) if s.id not in done_ids]

@@ -1,0 +1,64 @@
+"""Prepacked linear weights for CPU decoding (`pack_weights`).
+
+Why: on a CPU, PyTorch's dense fp32 `F.linear` goes to MKL, which takes its fast GEMV path for one token but
+repacks the whole weight on every call once two or more tokens come in. For SmolLM2-135M on 2 cores a
+forward of 6 tokens (an SD verify at gamma 5) then costs 1.8x a 1-token step, which erases what speculation
+saves. oneDNN can pack each weight once, at load time, into its blocked layout; with that, a 1-token step
+and a 6-token verify cost 19 and 22 ms instead of 32 and 57 ms (`make bench`, section `kernels`).
+
+How: every `nn.Linear` of a loaded model is swapped, on that model instance, for a `PackedLinear` that holds
+the same `weight`/`bias` Parameters (so tied heads stay tied, `state_dict` and readers such as the EAGLE heads
+see the dense weights) plus the packed copy that its forward uses. transformers' code is untouched: this is
+the module swap that quantization toolkits do. The price is a second copy of every linear weight in memory.
+`ar` and every SD method decode with the same models, so speedups compare like with like.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from harness import HarnessError
+
+CHOICES = ("auto", "true", "false")
+
+
+class PackedLinear(nn.Module):
+    """`nn.Linear` whose forward multiplies by a oneDNN-prepacked copy of the weight (inference only)."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.weight, self.bias = linear.weight, linear.bias
+        # a plain attribute, not a buffer: it stays out of state_dict and is rebuilt from `weight` if needed
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bias = None if self.bias is None else self.bias.detach()
+        return torch.ops.mkldnn._linear_pointwise(x, self.packed, bias, "none", [], "")
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+def wanted(setting, device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether to pack: `auto` packs float32 models on a CPU whose PyTorch has oneDNN; `true` insists."""
+    choice = str(setting).lower()
+    if choice not in CHOICES:
+        raise HarnessError(f"pack_weights={setting!r}; valid choices: {', '.join(CHOICES)}")
+    usable = device.type == "cpu" and dtype == torch.float32 and torch.backends.mkldnn.is_available()
+    if choice == "true" and not usable:
+        raise HarnessError(f"pack_weights=true needs a CPU device, dtype float32 and a PyTorch built with oneDNN "
+                           f"(here: device {device}, dtype {dtype}, oneDNN {torch.backends.mkldnn.is_available()}); "
+                           "use pack_weights=auto or false")
+    return choice != "false" and usable
+
+
+def pack_linears(model: nn.Module) -> int:
+    """Swap every `nn.Linear` in `model` for a `PackedLinear` in place; returns how many were swapped."""
+    swapped = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is nn.Linear:  # exact type: subclasses may change what forward computes
+                setattr(parent, name, PackedLinear(child))
+                swapped += 1
+    return swapped
