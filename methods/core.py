@@ -86,11 +86,19 @@ def crop_cache(cache: DynamicCache, length: int) -> None:
         cache.crop(-extra)
 
 
-def compact_cache(cache: DynamicCache, keep: torch.Tensor) -> None:
-    """Keep only the cache positions in `keep` (sorted indices), e.g. the accepted path of a token tree."""
+def compact_cache(cache: DynamicCache, start: int, rows: list[int]) -> None:
+    """Keep the first `start` positions and the block rows `rows` (sorted offsets from `start`), e.g. the
+    accepted path of a token tree. The prefix stays where it is and only the kept rows move, so the cost is
+    the block's, not the context's (re-gathering the whole cache cost 2.8 ms a block on SmolLM2)."""
+    if sorted(rows) != list(rows) or len(set(rows)) != len(rows) or (rows and rows[0] < 0):
+        raise ValueError(f"rows must be sorted, distinct offsets >= 0, got {rows}")
+    if not rows:
+        return crop_cache(cache, start)
     for layer in cache.layers:
-        layer.keys = layer.keys.index_select(-2, keep)
-        layer.values = layer.values.index_select(-2, keep)
+        kept = torch.tensor(rows, device=layer.keys.device) + start
+        layer.keys[..., start:start + len(rows), :] = layer.keys[..., kept, :]  # gathered first: no overlap issue
+        layer.values[..., start:start + len(rows), :] = layer.values[..., kept, :]
+    crop_cache(cache, start + len(rows))
 
 
 def forward(model, cache: DynamicCache, input_ids: torch.Tensor | None = None, logits_to_keep: int = 0,

@@ -424,7 +424,7 @@ def speculate_tree(models: Models, prompt: Prompt, settings: DecodeSettings, new
         stats["accepted"].append(len(path))
         stats["drafted"].append(len(tokens))
         rows = [0] + path
-        compact_cache(tcache, torch.tensor(list(range(start)) + [start + r for r in rows], device=device))
+        compact_cache(tcache, start, rows)
         drafter.crop(len(out))
         drafter.observe(feats[0, rows])
         done = extend(out, [tokens[r - 1] for r in path] + [nxt], settings)

@@ -107,7 +107,7 @@ def speculate(
         if width == 1 or g == 0:
             crop_cache(tcache, start + 1 + n)
         else:
-            compact_cache(tcache, torch.tensor(list(range(start)) + [start + r for r in rows], device=device))
+            compact_cache(tcache, start, rows)
         drafter.crop(min(drafter.generated(), len(out) + n))
         if layers:
             drafter.observe(feats[0, rows])
