@@ -3,7 +3,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 RUN ?= quickstart
-QUICK ?= n_samples=6 max_new_tokens=64
+QUICK ?= dataset=zoo-eval
 
 RESULTS ?= results/$(RUN)
 
@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 run: setup
-	$(PY) -m harness -m method=ar,sd run_name=$(RUN) $(QUICK)
+	$(PY) -m harness -m method=ar,sd,grid/sd_g3_w2 run_name=$(RUN) $(QUICK)
 	$(PY) -m harness.report results/$(RUN)
 
 test: setup

@@ -162,9 +162,10 @@ def test_every_sweep_preset_composes_every_cell(sweep):
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         base = compose("config", overrides=[f"+sweep={sweep}"], return_hydra_config=True)
         params = OmegaConf.to_container(base.hydra.sweeper.params)
+        rest = [f"{k}={str(v).split(',')[-1]}" for k, v in params.items() if k not in ("pair", "method", "dataset")]
         for pair in params.get("pair", base.pair.name).split(","):
             for method in params.get("method", base.method.name).split(","):
                 for dataset in params.get("dataset", base.dataset.name).split(","):
                     cfg = compose("config", overrides=[f"+sweep={sweep}", f"pair={pair}", f"method={method}",
-                                                       f"dataset={dataset}"])
+                                                       f"dataset={dataset}", *rest])
                     assert OmegaConf.to_container(cfg.method, resolve=True)["tag"] and cfg.pair.name == pair
