@@ -146,7 +146,12 @@ def lineup(args, *methods: str) -> dict:
 
 
 def bench_sd(args, device) -> tuple[list[str], dict]:
-    runs = interleaved(args, device, lineup(args, "sd"))
+    """ar vs sd at --gamma, and sd at the --shape (gamma x tree width) that pays on a CPU."""
+    variants = lineup(args, "sd")
+    if args.shape:
+        gamma, width = (int(x) for x in args.shape.split("x"))
+        variants[f"sd_g{gamma}_w{width}"] = (get_method("sd"), {"gamma": gamma, "tree_width": width})
+    runs = interleaved(args, device, variants)
     return [f"## sd vs ar: {setting(args)}", ""] + speed_rows(runs), runs
 
 
@@ -361,8 +366,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m harness.bench", description=__doc__.split("\n")[0])
     ap.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated: {', '.join(SECTIONS)}")
     ap.add_argument("--pair", default="smollm2-135m__smol-draft", help="text pair for sd, hf, overhead, cost")
-    ap.add_argument("--dataset", default="tiny")
+    ap.add_argument("--dataset", default="zoo-eval")
     ap.add_argument("--gamma", type=int, default=5)
+    ap.add_argument("--shape", default="3x2", help="GAMMAxWIDTH of an extra sd variant in the sd section (a token "
+                    "tree when WIDTH > 1; empty: none)")
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--prompts", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=3)

@@ -25,7 +25,21 @@ def test_sd_section_checks_losslessness(tmp_path, random_pair_dir):
                                     "draft": {"id": str(random_pair_dir / "draft")}}))
     assert main(["--sections", "sd", "--pair", str(pair), "--prompts", "2", "--repeats", "1", "--max-new-tokens", "8",
                  "--out", str(tmp_path / "bench")]) == 0
-    assert "| sd_g5 |" in (tmp_path / "bench" / "latest.md").read_text()
+    table = (tmp_path / "bench" / "latest.md").read_text()
+    assert "| sd_g5 |" in table and "| sd_g3_w2 |" in table  # the --shape variant: a token tree
+
+
+def test_kernels_section_compares_dense_and_packed_weights(tmp_path, random_pair_dir):
+    pair = tmp_path / "pair.yaml"
+    pair.write_text(yaml.safe_dump({"name": "tiny-random", "target": {"id": str(random_pair_dir / "target")},
+                                    "draft": {"id": str(random_pair_dir / "draft")}}))
+    assert main(["--sections", "kernels", "--pair", str(pair), "--steps", "2", "--out", str(tmp_path / "bench")]) == 0
+    table = (tmp_path / "bench" / "latest.md").read_text()
+    for row in ("| target 1 token |", "| target 6 tokens |", "| target 16 tokens |", "| draft 1 token |",
+                "**verify of 6 tokens / 1-token step: dense"):
+        assert row in table
+    raw = json.loads((tmp_path / "bench" / "raw.json").read_text())["kernels"]["forward_s"]
+    assert len(raw["true target 6"]) == len(raw["false target 6"]) == 2 and min(raw["true target 6"]) > 0
 
 
 def test_hf_overhead_and_cost_sections(tmp_path, random_pair_dir):
