@@ -2,9 +2,11 @@
 
 Why: on a CPU, PyTorch's dense fp32 `F.linear` goes to MKL, which takes its fast GEMV path for one token but
 repacks the whole weight on every call once two or more tokens come in. For SmolLM2-135M on 2 cores a
-forward of 6 tokens (an SD verify at gamma 5) then costs 1.8x a 1-token step, which erases what speculation
+forward of 6 tokens (an SD verify at gamma 5) then costs 1.9x a 1-token step, which erases what speculation
 saves. oneDNN can pack each weight once, at load time, into its blocked layout; with that, a 1-token step
-and a 6-token verify cost 19 and 22 ms instead of 32 and 57 ms (`make bench`, section `kernels`).
+and a 6-token verify cost 17.8 and 20.0 ms instead of 29.8 and 55.7 ms (`make bench`, section `kernels`).
+Packing every linear beats packing only the large ones: oneDNN's ~15 us per call loses to MKL's GEMV on small
+weights at 1 token, but wins at 2+ tokens, and measured whole forwards favour packing all.
 
 How: every `nn.Linear` of a loaded model is swapped, on that model instance, for a `PackedLinear` that holds
 the same `weight`/`bias` Parameters (so tied heads stay tied, `state_dict` and readers such as the EAGLE heads
@@ -29,7 +31,8 @@ class PackedLinear(nn.Module):
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.weight, self.bias = linear.weight, linear.bias
-        # a plain attribute, not a buffer: it stays out of state_dict and is rebuilt from `weight` if needed
+        # a plain attribute, not a buffer, so state_dict is unchanged; a copy taken now: `weight` must not change
+        # afterwards (decoding only; training loads models without packing)
         self.packed = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
