@@ -61,6 +61,24 @@ def test_copy_candidates():
     assert smol_draft.copy_candidates(torch.tensor([[3, 9, 3, 4, 3, 9, 3]]), 1, 2, 4).tolist() == [[4]]  # longest wins
 
 
+def test_one_token_steps_take_the_direct_path_with_the_same_numbers(draft):
+    """A draft step (one token, nothing masked) skips LlamaModel's mask building; it must compute exactly what
+    LlamaModel computes, and leave the cache as LlamaModel would."""
+    ids = torch.tensor([[1, 9690, 198, 2683, 359, 9690, 198, 2683, 504, 3458]])
+    fast, full = DynamicCache(config=draft.config), DynamicCache(config=draft.config)
+    draft(input_ids=ids[:, :6], past_key_values=fast, use_cache=True)
+    draft(input_ids=ids[:, :6], past_key_values=full, use_cache=True)
+    with torch.no_grad():
+        for i in range(6, ids.shape[1]):
+            x = ids[:, i:i + 1]
+            direct = draft.hidden(x, fast, use_cache=True, attention_mask=torch.ones(1, i + 1, dtype=torch.long))
+            reference = draft.model(inputs_embeds=draft.proj(draft.embed(x)), past_key_values=full,
+                                    use_cache=True).last_hidden_state
+            assert torch.equal(direct, reference), i
+    assert fast.get_seq_length() == full.get_seq_length() == ids.shape[1]
+    assert all(torch.equal(a.keys, b.keys) and torch.equal(a.values, b.values) for a, b in zip(fast.layers, full.layers))
+
+
 def test_cache_crop_rolls_back(draft):
     # Repeated tokens so that the copy part is exercised too: its history must be cropped with the cache.
     ids = torch.tensor([[1, 9690, 198, 2683, 359, 9690, 198, 2683]])

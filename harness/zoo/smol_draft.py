@@ -111,8 +111,19 @@ class SmolDraft(PreTrainedModel, GenerationMixin):
 
     def hidden(self, input_ids, past_key_values=None, use_cache=False, attention_mask=None):
         x = self.proj(self.embed(input_ids))
-        return self.model(inputs_embeds=x, past_key_values=past_key_values, use_cache=use_cache,
-                          attention_mask=attention_mask).last_hidden_state
+        one_step = (x.shape[1] == 1 and use_cache and past_key_values is not None
+                    and (attention_mask is None or bool(attention_mask.all())))
+        if not one_step:  # prompts, blocks, padded batches, training: the full LlamaModel path
+            return self.model(inputs_embeds=x, past_key_values=past_key_values, use_cache=use_cache,
+                              attention_mask=attention_mask).last_hidden_state
+        # One new token with nothing masked (a draft step, ours or transformers' assisted generation): the same
+        # layers called directly, without LlamaModel's mask building (a query of one attends to every cached
+        # position), which was a third of a draft step. Same numbers (tests/test_zoo.py).
+        position = torch.full((1, 1), past_key_values.get_seq_length(), device=x.device)
+        rope = self.model.rotary_emb(x, position)
+        for layer in self.model.layers:
+            x = layer(x, position_ids=position, past_key_values=past_key_values, use_cache=True, position_embeddings=rope)
+        return self.model.norm(x)
 
     def lm_logits(self, input_ids, past_key_values=None, use_cache=True, logits_to_keep=0, attention_mask=None):
         """The LM part alone, over all target ids (-inf outside the draft vocabulary)."""
