@@ -120,6 +120,11 @@ def interleaved(args, device, variants: dict, timed: bool = False, pair=None, da
     return runs
 
 
+def tau_of(runs: list[dict]) -> float:
+    """Block efficiency over the decodes: new tokens per target forward."""
+    return sum(r["new"] for r in runs) / sum(r["target_calls"] for r in runs)
+
+
 def per_token(runs: list[dict]) -> float:
     """Median walltime per new token over the decodes."""
     return statistics.median(r["wall_s"] / r["new"] for r in runs)
@@ -199,7 +204,7 @@ def bench_cost(args, device) -> tuple[list[str], dict]:
     t_ar = median_call(runs["ar"], "target", 1)
     t_verify = median_call(sd, "target", g + 1)
     t_draft = median_call(sd, "draft", 1)
-    tau = sum(r["new"] for r in sd) / sum(r["target_calls"] for r in sd)
+    tau = tau_of(sd)
     predicted = tau * t_ar / (g * t_draft + t_verify)
     measured = sum(r["wall_s"] for r in runs["ar"]) / sum(r["wall_s"] for r in sd)
     rows = [f"## Cost model: {setting(args)}", "",
@@ -296,9 +301,8 @@ def bench_vocab(args, device) -> tuple[list[str], dict]:
     target = pair.models.target
     drafters = {"full": pair.models.eagle}
     for model_id in args.reduced.split(",") if args.reduced else []:
-        drafters[Path(model_id.removeprefix("embedded:")).name] = d = load_eagle(model_id, target, target.dtype)
-        if packing.wanted(args.pack_weights, device, target.dtype):
-            packing.pack_linears(d)
+        drafters[Path(model_id.removeprefix("embedded:")).name] = load_eagle(
+            model_id, target, target.dtype, packing.wanted(args.pack_weights, device, target.dtype))
     g, eagle = args.gamma, get_method("eagle")
     grid = {f"eagle full_g{g}": ("full", "full", 0)}  # variant -> (drafter, head, head size)
     grid.update({f"eagle {name}_g{g}": (name, "reduced", 0) for name in drafters if name != "full"})
@@ -333,7 +337,7 @@ def bench_vocab(args, device) -> tuple[list[str], dict]:
                     times[name].append(elapsed)
     step = {name: statistics.median(v) for name, v in times.items()}
     med = {name: per_token(v) for name, v in runs.items()}
-    tau = {name: sum(r["new"] for r in v) / sum(r["target_calls"] for r in v) for name, v in runs.items()}
+    tau = {name: tau_of(v) for name, v in runs.items()}
     full = f"eagle full_g{g}"
     rows = [f"## Vocabulary grid: {args.eagle_pair} (+ {args.reduced or 'no reduced heads'}) on {args.eagle_dataset}, "
             f"chain gamma {args.gamma}, greedy, {args.max_new_tokens} new tokens, {args.prompts} prompts x "
@@ -375,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--vlm-pair", default="tiny-llava")
     ap.add_argument("--vlm-dataset", default="mmvet")
-    ap.add_argument("--steps", type=int, default=30, help="timed draft steps (tabed, vocab)")
+    ap.add_argument("--steps", type=int, default=30, help="timed steps per variant (kernels, tabed, vocab)")
     ap.add_argument("--eagle-pair", default="smollm2-135m__smol-eagle3", help="EAGLE pair of the vocab section")
     ap.add_argument("--eagle-dataset", default="zoo-eval")
     ap.add_argument("--reduced", default="embedded:smol-eagle3-r8192,embedded:smol-eagle3-r16384",

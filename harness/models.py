@@ -125,14 +125,18 @@ def eagle_folder(model_id: str) -> Path:
         raise _missing(model_id, err) from None
 
 
-def load_eagle(model_id: str, target, dtype: torch.dtype):
+def load_eagle(model_id: str, target, dtype: torch.dtype, pack: bool = False):
+    """The EAGLE-3 drafter `model_id` for `target`; with `pack`, its linear layers use prepacked CPU weights."""
     from methods.eagle import load_eagle3
 
     folder = eagle_folder(model_id)
     try:
-        return load_eagle3(folder, target, dtype)
+        drafter = load_eagle3(folder, target, dtype)
     except (ValueError, FileNotFoundError, KeyError) as err:
         raise HarnessError(f"EAGLE-3 drafter {model_id!r} ({folder}): {err}") from None
+    if pack:
+        pack_linears(drafter)
+    return drafter
 
 
 @dataclass
@@ -192,9 +196,7 @@ def load_pair(pair_cfg, device: torch.device, dtype: torch.dtype, need_draft: bo
     if need_eagle:
         if not pair_cfg.get("eagle"):
             raise HarnessError(f"pair {pair_cfg.name!r} has no EAGLE-3 drafter (pair.eagle.id), which this method needs")
-        eagle = load_eagle(pair_cfg.eagle.id, target, dtype)
-        if pack:
-            pack_linears(eagle)
+        eagle = load_eagle(pair_cfg.eagle.id, target, dtype, pack)
     if need_draft:
         if not pair_cfg.get("draft"):
             raise HarnessError(f"pair {pair_cfg.name!r} has no draft model, which this method needs")

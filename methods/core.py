@@ -87,17 +87,17 @@ def crop_cache(cache: DynamicCache, length: int) -> None:
 
 
 def compact_cache(cache: DynamicCache, start: int, rows: list[int]) -> None:
-    """Keep the first `start` positions and the block rows `rows` (sorted offsets from `start`), e.g. the
-    accepted path of a token tree. The prefix stays where it is and only the kept rows move, so the cost is
-    the block's, not the context's (re-gathering the whole cache cost 2.8 ms a block on SmolLM2)."""
+    """Keep the first `start` positions and the block rows `rows` (sorted offsets from `start`): the accepted
+    path of a chain (rows 0..n, a plain crop) or of a token tree. The prefix stays where it is and only the kept
+    rows move, so the cost is the block's, not the context's (re-gathering the whole cache cost 2.8 ms a block
+    on SmolLM2)."""
     if sorted(rows) != list(rows) or len(set(rows)) != len(rows) or (rows and rows[0] < 0):
         raise ValueError(f"rows must be sorted, distinct offsets >= 0, got {rows}")
-    if not rows:
-        return crop_cache(cache, start)
-    for layer in cache.layers:
-        kept = torch.tensor(rows, device=layer.keys.device) + start
-        layer.keys[..., start:start + len(rows), :] = layer.keys[..., kept, :]  # gathered first: no overlap issue
-        layer.values[..., start:start + len(rows), :] = layer.values[..., kept, :]
+    if list(rows) != list(range(len(rows))):  # a gap: move the kept rows down over it
+        kept = torch.tensor(rows, device=cache.layers[0].keys.device) + start
+        for layer in cache.layers:
+            layer.keys[..., start:start + len(rows), :] = layer.keys[..., kept, :]  # gathered first: no overlap
+            layer.values[..., start:start + len(rows), :] = layer.values[..., kept, :]
     crop_cache(cache, start + len(rows))
 
 

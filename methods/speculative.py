@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from methods.core import (
-    DecodeSettings, Models, Prompt, Result, cache_len, check_prompt, compact_cache, crop_cache, extend, forward,
+    DecodeSettings, Models, Prompt, Result, cache_len, check_prompt, compact_cache, extend, forward,
     new_cache, next_token, now, probs_from_logits, sample,
 )
 from methods.drafting import Drafter
@@ -104,10 +104,7 @@ def speculate(
 
         # Keep the committed tokens only: the prefix, the accepted path and the accepted leaf.
         rows = [0] + [1 + i * width for i in range(n)] + ([1 + n * width + cands[n].index(leaf)] if leaf is not None else [])
-        if width == 1 or g == 0:
-            crop_cache(tcache, start + 1 + n)
-        else:
-            compact_cache(tcache, start, rows)
+        compact_cache(tcache, start, rows)
         drafter.crop(min(drafter.generated(), len(out) + n))
         if layers:
             drafter.observe(feats[0, rows])
