@@ -21,8 +21,11 @@ from methods.weights import Weights
 
 def ensemble(mode_logits: torch.Tensor, weights: torch.Tensor, settings: DecodeSettings) -> torch.Tensor:
     """q = sum_d w_d q_d over the K modes' logits [K, V]; q_d is the decoding distribution (softmax at T=1
-    under greedy decoding, where only its argmax matters)."""
+    under greedy decoding, where only its ranking matters: one greedy mode is ranked by its logits as they are,
+    which saves a full-vocabulary softmax per draft step)."""
     if settings.greedy:
+        if len(mode_logits) == 1:
+            return mode_logits[0]
         probs = torch.softmax(mode_logits, dim=-1)
     else:
         probs = probs_from_logits(mode_logits, settings)

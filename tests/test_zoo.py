@@ -61,22 +61,54 @@ def test_copy_candidates():
     assert smol_draft.copy_candidates(torch.tensor([[3, 9, 3, 4, 3, 9, 3]]), 1, 2, 4).tolist() == [[4]]  # longest wins
 
 
-def test_one_token_steps_take_the_direct_path_with_the_same_numbers(draft):
-    """A draft step (one token, nothing masked) skips LlamaModel's mask building; it must compute exactly what
-    LlamaModel computes, and leave the cache as LlamaModel would."""
-    ids = torch.tensor([[1, 9690, 198, 2683, 359, 9690, 198, 2683, 504, 3458]])
-    fast, full = DynamicCache(config=draft.config), DynamicCache(config=draft.config)
-    draft(input_ids=ids[:, :6], past_key_values=fast, use_cache=True)
-    draft(input_ids=ids[:, :6], past_key_values=full, use_cache=True)
+@pytest.mark.parametrize("pack", [False, True], ids=["dense", "packed"])
+def test_decoding_path_computes_what_llamamodel_computes(pack):
+    """Decoding with a cache (prompts, one-token draft steps, multi-token catch-up feeds) runs the fused path,
+    not LlamaModel; it must give LlamaModel's hidden states up to float rounding, fill the cache the same way,
+    and keep the same argmax, dense or with packed weights."""
+    from harness.packing import pack_linears
+
+    draft = load_embedded("smol-draft", torch.float32)[0]
+    if pack:
+        pack_linears(draft)
+    ids = torch.tensor([[1, 9690, 198, 2683, 359, 9690, 198, 2683, 504, 3458, 77, 88, 99, 4021]])
+    fused, reference = DynamicCache(config=draft.config), DynamicCache(config=draft.config)
     with torch.no_grad():
-        for i in range(6, ids.shape[1]):
-            x = ids[:, i:i + 1]
-            direct = draft.hidden(x, fast, use_cache=True, attention_mask=torch.ones(1, i + 1, dtype=torch.long))
-            reference = draft.model(inputs_embeds=draft.proj(draft.embed(x)), past_key_values=full,
-                                    use_cache=True).last_hidden_state
-            assert torch.equal(direct, reference), i
-    assert fast.get_seq_length() == full.get_seq_length() == ids.shape[1]
-    assert all(torch.equal(a.keys, b.keys) and torch.equal(a.values, b.values) for a, b in zip(fast.layers, full.layers))
+        for lo, hi in [(0, 6), (6, 7), (7, 8), (8, 11), (11, 12), (12, 14)]:
+            x = ids[:, lo:hi]
+            got = draft.hidden(x, fused, use_cache=True, attention_mask=torch.ones(1, hi, dtype=torch.long))
+            want = draft.model(inputs_embeds=draft.proj(draft.embed(x)), past_key_values=reference,
+                               use_cache=True).last_hidden_state
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+            assert torch.equal(draft.head(got).argmax(-1), draft.head(want).argmax(-1)), (lo, hi)
+    assert fused.get_seq_length() == reference.get_seq_length() == ids.shape[1]
+    for a, b in zip(fused.layers, reference.layers):
+        torch.testing.assert_close(a.keys, b.keys, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(a.values, b.values, rtol=1e-4, atol=1e-4)
+    # with gradients on, the modules run (the fused copies are detached): training still trains them
+    assert draft.hidden(ids[:, :3], DynamicCache(config=draft.config), use_cache=True).requires_grad
+
+
+def test_copy_candidates_match_their_definition():
+    """The vectorised scan against the definition written out: the longest suffix (min..max tokens) of
+    history[:t+1] that also ends at an earlier e < t, the most recent such e on ties; its follower h[e+1]."""
+    def slow(h, t, lo, hi):
+        best, follower = 0, -1
+        for e in range(t):
+            n = 0
+            while n < hi and e - n >= 0 and h[e - n] == h[t - n]:
+                n += 1
+            if n >= max(lo, best):  # e ascends: a tie goes to the later occurrence
+                best, follower = n, h[e + 1]
+        return follower
+
+    gen = torch.Generator().manual_seed(0)
+    for vocab in (2, 3, 5):
+        history = torch.randint(0, vocab, (2, 40), generator=gen)
+        for lo, hi in [(1, 1), (2, 4), (3, 3), (1, 6)]:
+            got = smol_draft.copy_candidates(history, 10, lo, hi)
+            want = [[slow(h.tolist(), t, lo, hi) for t in range(30, 40)] for h in history]
+            assert got.tolist() == want, (vocab, lo, hi)
 
 
 def test_cache_crop_rolls_back(draft):

@@ -12,7 +12,8 @@ Two parts, combined in the draft's logits:
    The input embedding is the target's own table, read from the target's weights at load time and never
    stored here: any target id (prompt, correction) can be fed in, and the weight file stays small. The
    output vocabulary is the N tokens most frequent in the target's own answers (EOS included), so a draft
-   step never pays for SmolLM2's full 576x49152 head.
+   step never pays for SmolLM2's full 576x49152 head. Decoding (a cache, no gradients) runs the same
+   weights through a fused path (`decode_hidden`) instead of LlamaModel, which training uses.
 
 2. Copy by suffix match (as in prompt-lookup decoding): when the last `copy_min_match`..`copy_max_match`
    tokens occurred earlier in the sequence (prompt or answer), the token that followed the longest, most
@@ -30,7 +31,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -38,6 +41,7 @@ from transformers import AutoTokenizer, GenerationConfig, GenerationMixin, Llama
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from harness import HarnessError
+from harness.packing import PackedLinear
 from harness.zoo import smollm2
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights" / "smol-draft"
@@ -54,23 +58,33 @@ DEFAULT_CONFIG = dict(hidden_size=256, num_hidden_layers=2, num_attention_heads=
 def copy_candidates(history: torch.Tensor, n_last: int, min_match: int, max_match: int) -> torch.Tensor:
     """For each of the last `n_last` positions t of `history` [B, T]: the token that followed the most recent
     earlier occurrence of the longest suffix of history[:, :t+1] (between `min_match` and `max_match`
-    tokens long); -1 where there is none. Returns [B, n_last]."""
+    tokens long); -1 where there is none. Returns [B, n_last].
+
+    Runs on every draft step, so it scans with numpy (one vectorised pass finds the earlier occurrences of the
+    last token, a short loop extends each) rather than a dozen small torch ops."""
     B, T = history.shape
-    out = torch.full((B, n_last), -1, dtype=torch.long)
-    if min_match < 1 or max_match < min_match:
-        return out
-    for b in range(B):
-        h = history[b]
-        for j, t in enumerate(range(T - n_last, T)):
-            ends = torch.arange(t, device=h.device)  # an earlier occurrence ending at e < t, followed by h[e+1]
-            length, alive = torch.zeros(t, dtype=torch.long), torch.ones(t, dtype=torch.bool)
-            for i in range(min(max_match, t + 1)):
-                alive &= (ends >= i) & (h[(ends - i).clamp_min(0)] == h[t - i])
-                length += alive
-            if t and int(length.max()) >= min_match:
-                e = int((length * T + ends).argmax())  # longest match, then the most recent
-                out[b, j] = h[e + 1]
-    return out
+    out = np.full((B, n_last), -1, dtype=np.int64)
+    if min_match >= 1 and max_match >= min_match:
+        for b, h in enumerate(history.cpu().numpy()):
+            for j, t in enumerate(range(T - n_last, T)):
+                best, best_end = 0, -1
+                for e in np.flatnonzero(h[:t] == h[t])[::-1].tolist():  # most recent first: ties keep it
+                    n = 1
+                    while n < max_match and e >= n and h[e - n] == h[t - n]:
+                        n += 1
+                    if n > best:
+                        best, best_end = n, e
+                        if n == max_match:
+                            break
+                if best >= min_match:
+                    out[b, j] = h[best_end + 1]
+    return torch.from_numpy(out)
+
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotary position embedding of x [..., n, head_dim] (Llama's half-split convention)."""
+    half = x.shape[-1] // 2
+    return x * cos + torch.cat([-x[..., half:], x[..., :half]], dim=-1) * sin
 
 
 class SmolDraft(PreTrainedModel, GenerationMixin):
@@ -95,6 +109,7 @@ class SmolDraft(PreTrainedModel, GenerationMixin):
         self.model.embed_tokens = None  # inputs come through `embed` + `proj`
         self.head = nn.Linear(cfg["hidden_size"], cfg["n_draft_vocab"], bias=False)
         self.register_buffer("vocab_ids", vocab_ids.long().clone())
+        self._fused = self._rotary = None  # decoding's fused weights and rotary table, built on first use
 
     @staticmethod
     def llama_config(cfg: dict) -> LlamaConfig:
@@ -110,34 +125,87 @@ class SmolDraft(PreTrainedModel, GenerationMixin):
         return self.embed
 
     def hidden(self, input_ids, past_key_values=None, use_cache=False, attention_mask=None):
+        if (use_cache and past_key_values is not None and not torch.is_grad_enabled()
+                and (attention_mask is None or bool(attention_mask.all()))):
+            return self.decode_hidden(input_ids, past_key_values)
+        # training, padded batches, calls without a cache: the LlamaModel path
         x = self.proj(self.embed(input_ids))
-        one_step = (x.shape[1] == 1 and use_cache and past_key_values is not None
-                    and (attention_mask is None or bool(attention_mask.all())))
-        if not one_step:  # prompts, blocks, padded batches, training: the full LlamaModel path
-            return self.model(inputs_embeds=x, past_key_values=past_key_values, use_cache=use_cache,
-                              attention_mask=attention_mask).last_hidden_state
-        # One new token with nothing masked (a draft step, ours or transformers' assisted generation): the same
-        # layers called directly, without LlamaModel's mask building (a query of one attends to every cached
-        # position), which was a third of a draft step. Same numbers (tests/test_zoo.py).
-        position = torch.full((1, 1), past_key_values.get_seq_length(), device=x.device)
-        rope = self.model.rotary_emb(x, position)
-        for layer in self.model.layers:
-            x = layer(x, position_ids=position, past_key_values=past_key_values, use_cache=True, position_embeddings=rope)
-        return self.model.norm(x)
+        return self.model(inputs_embeds=x, past_key_values=past_key_values, use_cache=use_cache,
+                          attention_mask=attention_mask).last_hidden_state
 
-    def lm_logits(self, input_ids, past_key_values=None, use_cache=True, logits_to_keep=0, attention_mask=None):
-        """The LM part alone, over all target ids (-inf outside the draft vocabulary)."""
-        h = self.hidden(input_ids, past_key_values, use_cache, attention_mask)
-        if logits_to_keep:
-            h = h[:, -logits_to_keep:]
-        small = self.head(h)
-        logits = small.new_full((*small.shape[:-1], self.config.vocab_size), float("-inf"))
-        logits[..., self.vocab_ids] = small
-        return logits
+    def decode_hidden(self, input_ids: torch.Tensor, cache) -> torch.Tensor:
+        """What `LlamaModel` computes for new tokens appended to `cache` with nothing masked (every draft step,
+        ours or transformers' assisted generation, and prompts), in about half the operations: the input
+        embedding and `proj` folded into one table, q/k/v and gate/up each one matmul, rotary angles from a
+        table, one SDPA call per layer, and no mask building (a single new token attends to every cached
+        position). A draft step was mostly per-operation overhead, so this is what makes it cheap.
+        Same results as the LlamaModel path up to float rounding (tests/test_zoo.py); the cache is filled
+        through its public `update`, so cropping works as before."""
+        fused = self.fused_for_decoding()
+        n, past = input_ids.shape[1], cache.get_seq_length()
+        cos, sin = self.rotary_table(past + n)
+        cos, sin = cos[past:past + n], sin[past:past + n]  # [n, head_dim]
+        mask = None if n == 1 else torch.ones(n, past + n, dtype=torch.bool, device=input_ids.device).tril(past)
+        heads, kv_heads, head_dim = fused["heads"]
+        eps = self.config.rms_norm_eps
+        x = fused["embed"][input_ids]  # [B, n, d]
+        for i, layer in enumerate(fused["layers"]):
+            q, k, v = layer["qkv"](F.rms_norm(x, x.shape[-1:], layer["norm1"], eps)).split(
+                [heads * head_dim, kv_heads * head_dim, kv_heads * head_dim], dim=-1)
+            q, k, v = (t.unflatten(-1, (-1, head_dim)).transpose(1, 2) for t in (q, k, v))  # [B, h, n, head_dim]
+            q, k = (rotate(t, cos, sin) for t in (q, k))
+            k, v = cache.update(k, v, i)
+            att = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=kv_heads != heads)
+            x = x + layer["o"](att.transpose(1, 2).flatten(2))
+            gate, up = layer["gate_up"](F.rms_norm(x, x.shape[-1:], layer["norm2"], eps)).chunk(2, dim=-1)
+            x = x + layer["down"](F.silu(gate) * up)
+        return F.rms_norm(x, x.shape[-1:], self.model.norm.weight, eps)
+
+    def fused_for_decoding(self) -> dict:
+        """The fused weights `decode_hidden` multiplies by, built on first use from the current weights (after
+        `pack_linears`, which they follow: packed when the model's linears are). Copies, like the packed
+        weights: for decoding only, so the weights must not change afterwards."""
+        if self._fused is not None:
+            return self._fused
+        packed = isinstance(self.head, PackedLinear)
+
+        def linear(*weights):
+            fused = nn.Linear(weights[0].shape[1], sum(w.shape[0] for w in weights), bias=False,
+                              device=weights[0].device, dtype=weights[0].dtype)
+            fused.weight.data = torch.cat([w.detach() for w in weights])
+            return PackedLinear(fused) if packed else fused
+
+        layers = []
+        for layer in self.model.layers:
+            att, mlp = layer.self_attn, layer.mlp
+            layers.append(dict(norm1=layer.input_layernorm.weight.detach(), norm2=layer.post_attention_layernorm.weight.detach(),
+                               qkv=linear(att.q_proj.weight, att.k_proj.weight, att.v_proj.weight),
+                               o=linear(att.o_proj.weight), gate_up=linear(mlp.gate_proj.weight, mlp.up_proj.weight),
+                               down=linear(mlp.down_proj.weight)))
+        cfg = self.config
+        self._fused = dict(embed=self.proj(self.embed.weight).detach(), layers=layers,
+                           heads=(cfg.num_attention_heads, cfg.num_key_value_heads, cfg.hidden_size // cfg.num_attention_heads))
+        return self._fused
+
+    def rotary_table(self, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin [positions, head_dim] from the model's own rotary embedding, for at least `length`
+        positions (grown by doubling)."""
+        table = self._rotary
+        if table is None or table[0].shape[0] < length:
+            size = max(1024, 2 ** (length - 1).bit_length())
+            positions = torch.arange(size, device=self.device)[None]
+            cos, sin = self.model.rotary_emb(self.embed.weight[:1, None], positions)
+            self._rotary = table = (cos[0].to(self.dtype), sin[0].to(self.dtype))
+        return table
 
     def forward(self, input_ids, past_key_values=None, use_cache=True, logits_to_keep=0, attention_mask=None, **_):
         past = past_key_values.get_seq_length() if past_key_values is not None else 0
-        logits = self.lm_logits(input_ids, past_key_values, use_cache, logits_to_keep, attention_mask)
+        h = self.hidden(input_ids, past_key_values, use_cache, attention_mask)
+        if logits_to_keep:
+            h = h[:, -logits_to_keep:]
+        small = self.head(h)  # over the draft vocabulary; widened to all target ids, -inf outside it
+        logits = small.new_full((*small.shape[:-1], self.config.vocab_size), float("-inf"))
+        logits[..., self.vocab_ids] = small
         # Token history for copying: what this cache has seen (cropped with it), then the new tokens.
         seen = getattr(past_key_values, HISTORY, None) if past_key_values is not None else None
         if seen is not None and seen.shape[1] >= past and seen.shape[0] == input_ids.shape[0]:
@@ -150,7 +218,7 @@ class SmolDraft(PreTrainedModel, GenerationMixin):
         rows, cols = (cand >= 0).nonzero(as_tuple=True)
         if len(rows):
             cand = cand.to(logits.device)
-            logits[rows, cols, cand[rows, cols]] = logits[rows, cols].max(dim=-1).values + self.cfg["copy_bonus"]
+            logits[rows, cols, cand[rows, cols]] = small[rows, cols].max(dim=-1).values + self.cfg["copy_bonus"]
         return CausalLMOutputWithPast(logits=logits, past_key_values=past_key_values)
 
     def trained_state(self) -> dict:
