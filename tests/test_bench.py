@@ -36,7 +36,7 @@ def test_kernels_section_compares_dense_and_packed_weights(tmp_path, random_pair
     assert main(["--sections", "kernels", "--pair", str(pair), "--steps", "2", "--out", str(tmp_path / "bench")]) == 0
     table = (tmp_path / "bench" / "latest.md").read_text()
     for row in ("| target 1 token |", "| target 6 tokens |", "| target 16 tokens |", "| draft 1 token |",
-                "**verify of 6 tokens / 1-token step: dense"):
+                "**verify of 6 tokens / 1-token step: dense", "**draft step / target step: dense"):
         assert row in table
     raw = json.loads((tmp_path / "bench" / "raw.json").read_text())["kernels"]["forward_s"]
     assert len(raw["true target 6"]) == len(raw["false target 6"]) == 2 and min(raw["true target 6"]) > 0
