@@ -39,6 +39,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoTokenizer, GenerationConfig, GenerationMixin, LlamaConfig, LlamaModel, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
+from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
 from harness import HarnessError
 from harness.packing import PackedLinear
@@ -79,12 +80,6 @@ def copy_candidates(history: torch.Tensor, n_last: int, min_match: int, max_matc
                 if best >= min_match:
                     out[b, j] = h[best_end + 1]
     return torch.from_numpy(out)
-
-
-def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotary position embedding of x [..., n, head_dim] (Llama's half-split convention)."""
-    half = x.shape[-1] // 2
-    return x * cos + torch.cat([-x[..., half:], x[..., :half]], dim=-1) * sin
 
 
 class SmolDraft(PreTrainedModel, GenerationMixin):
@@ -144,7 +139,7 @@ class SmolDraft(PreTrainedModel, GenerationMixin):
         fused = self.fused_for_decoding()
         n, past = input_ids.shape[1], cache.get_seq_length()
         cos, sin = self.rotary_table(past + n)
-        cos, sin = cos[past:past + n], sin[past:past + n]  # [n, head_dim]
+        cos, sin = cos[None, past:past + n], sin[None, past:past + n]  # [1, n, head_dim]
         mask = None if n == 1 else torch.ones(n, past + n, dtype=torch.bool, device=input_ids.device).tril(past)
         heads, kv_heads, head_dim = fused["heads"]
         eps = self.config.rms_norm_eps
@@ -153,7 +148,7 @@ class SmolDraft(PreTrainedModel, GenerationMixin):
             q, k, v = layer["qkv"](F.rms_norm(x, x.shape[-1:], layer["norm1"], eps)).split(
                 [heads * head_dim, kv_heads * head_dim, kv_heads * head_dim], dim=-1)
             q, k, v = (t.unflatten(-1, (-1, head_dim)).transpose(1, 2) for t in (q, k, v))  # [B, h, n, head_dim]
-            q, k = (rotate(t, cos, sin) for t in (q, k))
+            q, k = apply_rotary_pos_emb(q, k, cos, sin)
             k, v = cache.update(k, v, i)
             att = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=kv_heads != heads)
             x = x + layer["o"](att.transpose(1, 2).flatten(2))
