@@ -164,10 +164,10 @@ class SmolDraft(PreTrainedModel, GenerationMixin):
             return self._fused
         packed = isinstance(self.head, PackedLinear)
 
-        def linear(*weights):
-            fused = nn.Linear(weights[0].shape[1], sum(w.shape[0] for w in weights), bias=False,
-                              device=weights[0].device, dtype=weights[0].dtype)
-            fused.weight.data = torch.cat([w.detach() for w in weights])
+        def linear(*weights):  # one nn.Linear over the stacked rows (made on "meta": no init to throw away)
+            w = torch.cat([w.detach() for w in weights])
+            fused = nn.Linear(w.shape[1], w.shape[0], bias=False, device="meta")
+            fused.weight = nn.Parameter(w, requires_grad=False)
             return PackedLinear(fused) if packed else fused
 
         layers = []
