@@ -6,8 +6,10 @@ At position t it pairs the feature of token t with the embedding of token t+1 an
 draft steps feed its own output hidden state back in place of a target feature.
 
 Heads (`head=`):
+  checkpoint the head the checkpoint was trained with (the default, so a number labelled EAGLE-3 is EAGLE-3's):
+             `reduced` when it stores its own lm_head, `full` when it stores none (tied to the target);
   full       the target's own output embedding (tied, frozen): exact but costs a full-vocabulary matmul per step;
-  reduced    the checkpoint's trained head over a draft vocabulary, mapped to target ids with d2t (EAGLE-3);
+  reduced    the checkpoint's trained head over its draft vocabulary, mapped to target ids with d2t (EAGLE-3);
   frspec     the full head's rows sliced to the top-N frequent tokens (FR-Spec), EOS always kept;
   specvocab  per step a vocabulary speculator (Down d->d', Vocab d'->|V|) picks top-k candidate ids and exact
              logits are computed for those rows of the full head only (SpecVocab).
@@ -36,9 +38,16 @@ from methods.speculative import speculate
 from methods.verify import tree_mask
 
 
-def feature_layers(num_layers: int) -> list[int]:
-    """hidden_states indices of the inputs of layers 2, L//2 and L-3 (hidden_states[i] enters layer i)."""
-    return [2, num_layers // 2, num_layers - 3]
+def feature_layers(num_layers: int, config: dict | None = None) -> list[int]:
+    """hidden_states indices of the target features a drafter reads (hidden_states[i] enters layer i): EAGLE-3's
+    inputs of layers 2, L//2 and L-3, unless a SpecForge-style config names the layers whose outputs it was
+    trained on (`eagle_config.eagle_aux_hidden_state_layer_ids`; the output of layer i enters layer i + 1)."""
+    ids = ((config or {}).get("eagle_config") or {}).get("eagle_aux_hidden_state_layer_ids")
+    if ids is None:
+        return [2, num_layers // 2, num_layers - 3]
+    if len(ids) != 3 or not all(isinstance(i, int) and 0 <= i < num_layers for i in ids):
+        raise ValueError(f"eagle_aux_hidden_state_layer_ids {ids}: need 3 layer indices of a {num_layers}-layer target")
+    return [i + 1 for i in ids]
 
 
 class RMSNorm(nn.Module):
@@ -128,19 +137,23 @@ class MidLayer(nn.Module):
 
 
 class Eagle3(nn.Module):
-    """The drafter: call `extend(features_or_hidden, tokens)`; it returns output hidden states [1, n, d]."""
+    """The drafter: call `extend(features_or_hidden, tokens)`; it returns output hidden states [1, n, d].
+    `layers` are the target's hidden_states indices it reads (the inputs of layers 2, L//2, L-3 unless the
+    checkpoint names others)."""
 
-    def __init__(self, cfg: LlamaConfig, target_hidden: int):
+    def __init__(self, cfg: LlamaConfig, target_hidden: int, layers: list[int] | None = None):
         super().__init__()
-        self.config = cfg
+        self.config, self.layers = cfg, layers
         self.fc = nn.Linear(3 * target_hidden, cfg.hidden_size, bias=False)
         self.midlayer = MidLayer(cfg)
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         draft_vocab = getattr(cfg, "draft_vocab_size", None) or cfg.vocab_size
         self.lm_head = nn.Linear(cfg.hidden_size, draft_vocab, bias=False)
+        self.own_head = draft_vocab != cfg.vocab_size  # trained its own head (a checkpoint that stores lm_head)
         self.register_buffer("d2t", torch.zeros(draft_vocab, dtype=torch.long))
         self.register_buffer("t2d", torch.ones(cfg.vocab_size, dtype=torch.bool))
         self.rotary = LlamaRotaryEmbedding(cfg)
+        self.inv_freq32 = self.rotary.inv_freq.float().clone()  # a plain attribute: casts leave it alone
         self.embed_tokens = None  # the target's input embedding, attached at load time (frozen, not stored)
         self.speculator: VocabSpeculator | None = None  # SpecVocab's, when the checkpoint has one
         self.frequent: torch.Tensor | None = None  # token ids by corpus frequency, for FR-Spec slices
@@ -162,6 +175,14 @@ class Eagle3(nn.Module):
 
     def crop(self, length: int) -> None:
         self.midlayer.self_attn.length = length
+
+    def _apply(self, fn, recurse=True):
+        """Casting the drafter (to float16, say) must not round RoPE's frequencies: transformers keeps rotary
+        tables in float32 (a float16 inv_freq puts cos off by 0.25 at position 4000)."""
+        super()._apply(fn, recurse)
+        device = self.rotary.inv_freq.device
+        self.rotary.inv_freq, self.rotary.original_inv_freq = self.inv_freq32.to(device), self.inv_freq32.to(device)
+        return self
 
 
 # --- heads: from the drafter's hidden state to target-vocabulary logits ----------------------------------
@@ -253,7 +274,7 @@ def load_eagle3(folder: str | Path, target, dtype=None) -> Eagle3:
     if target_hidden != target_cfg.hidden_size or raw["vocab_size"] != target_cfg.vocab_size:
         raise ValueError(f"EAGLE-3 checkpoint {folder} expects a target with hidden size {target_hidden} and vocabulary "
                          f"{raw['vocab_size']}; this target has {target_cfg.hidden_size} and {target_cfg.vocab_size}")
-    drafter = Eagle3(cfg, target_hidden)
+    drafter = Eagle3(cfg, target_hidden, feature_layers(target_cfg.num_hidden_layers, raw))
     state = {k: v for k, v in read_weights(folder).items() if not k.startswith("embed_tokens")}
     spec = {k.removeprefix("speculator."): state.pop(k) for k in list(state) if k.startswith("speculator.")}
     if "t2d" in state:  # the official checkpoints store d2t as offsets and t2d as a mask
@@ -261,6 +282,7 @@ def load_eagle3(folder: str | Path, target, dtype=None) -> Eagle3:
     tied = "lm_head.weight" not in state and cfg.draft_vocab_size == cfg.vocab_size
     if tied:  # a full-vocabulary head stored without its weight: the target's own output embedding (frozen)
         drafter.lm_head.weight = target.get_output_embeddings().weight
+    drafter.own_head = not tied
     missing, unexpected = drafter.load_state_dict(state, strict=False)
     missing = [m for m in missing if m not in ("d2t", "t2d") and not m.startswith("rotary") and not (tied and m == "lm_head.weight")]
     if missing or unexpected:
@@ -275,6 +297,12 @@ def load_eagle3(folder: str | Path, target, dtype=None) -> Eagle3:
 
 
 # --- the drafter inside the speculative loop ------------------------------------------------------------------
+
+
+def checkpoint_head(eagle: Eagle3) -> str:
+    """The head the checkpoint was trained with: its own lm_head (`reduced`, mapped through d2t), or `full` when
+    it stores none and drafts with the target's output embedding."""
+    return "reduced" if eagle.own_head else "full"
 
 
 def head_for(eagle: Eagle3, target, kind: str, size: int) -> Head:
@@ -433,7 +461,7 @@ def speculate_tree(models: Models, prompt: Prompt, settings: DecodeSettings, new
 
 
 def generate(models: Models, prompt: Prompt, settings: DecodeSettings, generator: torch.Generator | None = None,
-             gamma: int = 5, tree_width: int = 1, head: str = "full", head_size: int = 0, top_k: int = 0,
+             gamma: int = 5, tree_width: int = 1, head: str = "checkpoint", head_size: int = 0, top_k: int = 0,
              total_tokens: int = 60) -> Result:
     """EAGLE-3 drafting with one of the heads above (`head_size`: N for frspec, k for specvocab). `top_k` > 0
     drafts EAGLE-2 dynamic trees `gamma` levels deep with `total_tokens` nodes (root included); otherwise a
@@ -442,15 +470,19 @@ def generate(models: Models, prompt: Prompt, settings: DecodeSettings, generator
     if eagle is None:
         raise ValueError("this method needs a pair with an EAGLE-3 drafter (pair.eagle)")
     target = models.target
+    head = checkpoint_head(eagle) if head == "checkpoint" else head
     head_fn = head_for(eagle, target, head, head_size)
-    layers = feature_layers(target.config.get_text_config().num_hidden_layers)
+    layers = eagle.layers or feature_layers(target.config.get_text_config().num_hidden_layers)
     ids = prompt.target["input_ids"][0]
     max_len = len(ids) + settings.max_new_tokens + gamma * max(top_k, 1) + 1
     new_drafter = lambda feats: EagleDrafter(eagle, head_fn, ids, feats, max_len)  # noqa: E731
     if top_k:
-        return speculate_tree(models, prompt, settings, new_drafter, layers, top_k, gamma, total_tokens)
-    return speculate(models, prompt, settings, generator, ["E"], gamma=gamma, width=tree_width, layers=layers,
-                     new_drafter=new_drafter)
+        result = speculate_tree(models, prompt, settings, new_drafter, layers, top_k, gamma, total_tokens)
+    else:
+        result = speculate(models, prompt, settings, generator, ["E"], gamma=gamma, width=tree_width, layers=layers,
+                           new_drafter=new_drafter)
+    result.stats.update(head=head, feature_layers=layers)  # what `checkpoint` resolved to, in every record
+    return result
 
 
 def generate_specvocab(models: Models, prompt: Prompt, settings: DecodeSettings,
