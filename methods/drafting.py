@@ -2,7 +2,9 @@
 
 Modes, for prompts with images (a text prompt is the same in every mode):
   M  multimodal: the images through the draft's own vision tower and projector;
-  T  text-only: every image placeholder token becomes the newline token, no pixels (length kept);
+  T  text-only: each image (its whole run of placeholder tokens, 576 for LLaVA-1.5 once the processor has
+     expanded it) becomes one newline token, no pixels: TABED's T, written for unexpanded prompts where an
+     image is one `<image>` token;
   C  caption: each image's placeholder run becomes "image: " + a caption of that image, produced by
      `models.captioner` inside the timed call;
   P  pooled: the draft's vision features average-pooled 2x2 before its projector (24x24 -> 12x12 for CLIP-336).
@@ -82,7 +84,8 @@ def mode_embeds(mode: str, models: Models, prompt: Prompt) -> tuple[torch.Tensor
     if mode in ("M", "P") and not hasattr(getattr(draft, "model", None), "vision_tower"):
         raise ValueError(f"drafting mode {mode} needs a vision-language draft; use T or C with a text-only draft")
     if mode == "T":
-        return embed(ids.masked_fill(ids == ids[runs[0][0]], newline_id(models.tokenizer))), 0.0
+        newline = torch.tensor([newline_id(models.tokenizer)], device=ids.device)
+        return embed(_replace_runs(ids, runs, [newline] * len(runs))), 0.0
     if mode == "C":
         if models.captioner is None:
             raise ValueError("drafting mode C needs a captioner (pair.captioner)")
@@ -101,6 +104,15 @@ def mode_embeds(mode: str, models: Models, prompt: Prompt) -> tuple[torch.Tensor
     return e.masked_scatter((short == image_id)[:, None], feats.reshape(-1, e.shape[-1]).to(e.dtype)), 0.0
 
 
+def align_vocab(logits: torch.Tensor, vocab: int) -> torch.Tensor:
+    """Draft logits [..., V_draft] widened to the target's V: ids the draft cannot produce (a target padded to a
+    multiple of 64, a draft that is not) get -inf, so probability 0, wherever distributions meet. Should the target
+    commit such an id, the draft reads it as its unknown token (`Drafter.step`); verification keeps it lossless."""
+    if logits.shape[-1] > vocab:
+        raise ValueError(f"draft logits over {logits.shape[-1]} ids, more than the target's {vocab}")
+    return F.pad(logits, (0, vocab - logits.shape[-1]), value=-torch.inf) if logits.shape[-1] < vocab else logits
+
+
 class Drafter:
     """Runs K drafting modes of one draft model; every call to `step` appends the same tokens to all K
     contexts and returns each mode's next-token logits [K, V]. A row group is one batched forward: all K
@@ -109,6 +121,10 @@ class Drafter:
 
     def __init__(self, models: Models, prompt: Prompt, modes: list[str], batched: bool = True):
         self.draft, self.k, self.caption_s = models.draft, len(modes), 0.0
+        self.vocab = models.target.get_output_embeddings().weight.shape[0]  # logits come out this wide
+        self.known = self.draft.get_input_embeddings().num_embeddings  # ids the draft can read
+        unk = getattr(models.tokenizer, "unk_token_id", None)
+        self.unknown = unk if unk is not None and unk < self.known else 0
         for mode in modes:
             if mode not in MODES:
                 raise ValueError(f"drafting mode {mode!r}; valid choices: {', '.join(MODES)}")
@@ -156,6 +172,8 @@ class Drafter:
         return cache_len(self.groups[0]["cache"]) - self.groups[0]["length"]
 
     def step(self, tokens: list[int]) -> torch.Tensor:
+        if self.known < self.vocab:  # a target token beyond the draft's vocabulary reads as unknown to the draft
+            tokens = [t if t < self.known else self.unknown for t in tokens]
         ids = torch.tensor([tokens], device=self.draft.device)
         out = []
         for g in self.groups:
@@ -164,7 +182,7 @@ class Drafter:
             logits = forward(self.draft, g["cache"], ids.expand(g["rows"], -1), logits_to_keep=1,
                              **self._masking(g, len(tokens)))[:, -1]
             out.append(logits.expand(self.k, -1) if g["shared"] else logits)
-        return torch.cat(out, dim=0)
+        return align_vocab(torch.cat(out, dim=0), self.vocab)
 
     def crop(self, generated: int) -> None:
         """Roll every mode back to the first `generated` tokens after the prompt."""

@@ -76,6 +76,14 @@ def test_sd_sampling_matches_target_distribution(temperature, top_p, gamma):
     assert chi_square_pvalue(counts, exact, RUNS) > 1e-3
 
 
+def test_a_draft_with_a_smaller_vocabulary_samples_the_target_distribution():
+    """A target padded past its tokenizer (LLaVA-1.5: 32064 rows) with a draft that is not: the draft's
+    distribution is widened with zeros for the ids it cannot produce (it crashed in verification before)."""
+    settings = DecodeSettings(max_new_tokens=3, temperature=1.0)
+    counts = sampled_counts("sd", Models(TARGET, tiny_llama(4, vocab=V - 2, hidden=16)), settings, gamma=2)
+    assert chi_square_pvalue(counts, exact_joint(TARGET, settings), RUNS) > 1e-3
+
+
 def test_ar_sampling_matches_target_distribution():
     settings = DecodeSettings(max_new_tokens=3, temperature=1.0)
     counts = sampled_counts("ar", Models(TARGET), settings)

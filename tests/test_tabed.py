@@ -100,8 +100,11 @@ def test_each_mode_builds_the_input_tabed_describes(pair):
     n_image_tokens = int((ids == image_id).sum())
     assert n_image_tokens == 32  # two images of 16 tokens
 
-    text_only, _ = mode_embeds("T", m, prompt)  # every placeholder -> newline, length kept
-    torch.testing.assert_close(text_only, embed(ids.masked_fill(ids == image_id, newline_id(pair.tokenizer))))
+    text_only, _ = mode_embeds("T", m, prompt)  # TABED's T: each image -> one newline (not one per placeholder)
+    first = (ids == image_id) & (torch.roll(ids, 1) != image_id)
+    collapsed = ids.masked_fill(first, newline_id(pair.tokenizer))[(ids != image_id) | first]
+    assert len(collapsed) == len(ids) - n_image_tokens + 2
+    torch.testing.assert_close(text_only, embed(collapsed))
 
     pooled, _ = mode_embeds("P", m, prompt)  # 4x4 patches pooled 2x2 -> 4 tokens per image
     assert pooled.shape[0] == len(ids) - n_image_tokens + 2 * 4

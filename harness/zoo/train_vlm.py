@@ -352,13 +352,16 @@ def init_from_target(draft, target) -> None:
 
 def view_embeds(draft, enc: Encoder, row: dict, view: str) -> torch.Tensor:
     """The draft's input embeddings [L, d] for one view of a sample, as methods.drafting.mode_embeds builds
-    them at run time (M: projected image features; P: features pooled 2x2; T: newlines; text: ids)."""
+    them at run time (M: projected image features; P: features pooled 2x2; T: a newline per image; text: ids)."""
     from methods.drafting import vision_features
 
     ids = torch.tensor(row["prompt"] + row["response"])
     embed = draft.get_input_embeddings()
-    if view == "T" or not row["images"]:
-        return embed(ids.masked_fill(ids == enc.image_id, NEWLINE))
+    if view == "T" or not row["images"]:  # T: each image's run of placeholders becomes one newline
+        keep = torch.ones_like(ids, dtype=torch.bool)
+        for run in (ids == enc.image_id).nonzero().flatten().split(IMAGE_TOKENS):
+            keep[run[1:]] = False
+        return embed(ids.masked_fill(ids == enc.image_id, NEWLINE)[keep])
     with torch.no_grad():
         pixels = enc.pixels(row["images"])
     pool = 2 if view == "P" else 1
