@@ -46,7 +46,10 @@ GROUP_NAMES = {"benchmark": "Benchmark", "ood": "OOD", "nlp": "NLP", "text": "Te
 MARKS = {"hub": "", "bundled": "†", "file": "‡"}  # any other source (unfinished cell, mixed) is marked "?"
 FOOTNOTE = ("Data: unmarked = the benchmark's own data (hub); † = offline bundle written by this project (a "
             "smoke-test stand-in: its numbers are not the benchmark's); ‡ = question file written by this "
-            "project; ? = unfinished cell or mixed sources.")
+            "project; ? = unfinished cell or mixed sources. Methods: ¶ = transformers' assisted generation on image "
+            "prompts, whose draft never sees the images (no public transformers API passes them), so its τ is not "
+            "the draft's.")
+BLIND = "¶"  # the method-tag mark of records whose draft drafted without the images
 PAIR_KEYS = ["run", "pair", "dataset", "task", "settings", "id", "turn"]  # what makes a record ar's twin
 CELL_KEYS = ["run", "pair", "dataset", "task", "method", "turn"]
 BOOTSTRAP, SEED = 1000, 0
@@ -96,6 +99,9 @@ def load_records(root: Path) -> pd.DataFrame:
         if col not in df:
             df[col] = None
         df[col] = [v if isinstance(v, list) else default for v in df[col]]
+    if "assistant_sees_images" in df:  # label such rows in every table: a peer baseline must be fair or visibly marked
+        blind = df.assistant_sees_images.eq(False)
+        df.loc[blind, "method"] = df.method[blind] + BLIND
     dup = df.duplicated(PAIR_KEYS + ["method"])
     if dup.any():  # e.g. a sharded and an unsharded copy of one cell under the same run
         log.warning("report: %d records appear in more than one cell (first kept): %s", dup.sum(),

@@ -23,8 +23,14 @@ draft block. prefill_s is the time to the first token (the end of that first tar
 its forward hook with `methods.core.now`), decode_s the rest, so prefill_s + decode_s is the whole call.
 
 Greedy decoding gives `ar`'s tokens; sampling uses HF's own speculative sampling with HF's global RNG,
-seeded from `generator`, so it has the same distribution as `ar` but not the same draws. Image prompts:
-`hf_assisted` passes `pixel_values` to both LLaVA models (HF supports it); `hf_pld` refuses them.
+seeded from `generator`, so it has the same distribution as `ar` but not the same draws.
+
+Image prompts: transformers (5.23) never lets the assistant see the image. The target's `generate()` encodes
+`pixel_values` itself and drops them from what it hands the assistant, and the assistant's every call counts as
+"not the first iteration", which drops image inputs again; no public argument changes that. A LLaVA draft then
+drafts from the placeholder tokens alone, so its tau is not the draft's (about 1 where `sd` M reaches 1.6 on the
+same replica pair). Such records carry `assistant_sees_images: false` and the report marks the row; `hf_pld`
+refuses image prompts.
 """
 from __future__ import annotations
 
@@ -116,9 +122,11 @@ def hf_generate(models: Models, prompt: Prompt, settings: DecodeSettings, genera
     out: list[int] = []
     extend(out, seq[0, n_prompt:].tolist(), settings)
     accepted, drafted = blocks(rec["calls"], n_prompt, seq.shape[1])
-    return Result([out], dict(prefill_s=rec["first_end"] - t0, decode_s=t2 - rec["first_end"],
-                              target_calls=len(rec["calls"]), draft_calls=rec["draft_calls"],
-                              accepted=accepted, drafted=drafted))
+    stats = dict(prefill_s=rec["first_end"] - t0, decode_s=t2 - rec["first_end"], target_calls=len(rec["calls"]),
+                 draft_calls=rec["draft_calls"], accepted=accepted, drafted=drafted)
+    if draft is not None and prompt.target.get("pixel_values") is not None:
+        stats["assistant_sees_images"] = False  # see the module docstring
+    return Result([out], stats)
 
 
 def generate(models: Models, prompt: Prompt, settings: DecodeSettings, generator: torch.Generator | None = None,
