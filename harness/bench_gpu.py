@@ -391,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeats < 1 or args.warmup < 0 or args.gamma < 1:
         ap.error("--repeats and --gamma must be >= 1, --warmup >= 0")
     device = pick_device(args.device)
-    dtype = resolve_dtype(args.dtype, device)
+    dtype = resolve_dtype(args.dtype, device) or torch.float16  # auto on CUDA: random weights ship no dtype
     shape = SHAPES[args.scale]
     ns = sorted(set(VERIFY_TOKENS) | {args.gamma + 1})
 

@@ -23,6 +23,20 @@ from methods import Models, Prompt
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 # Fallback prompt for processors without a chat template (LLaVA-1.5's own format).
 LLAVA_FALLBACK = "USER: {images}{text} ASSISTANT:"
+# FastChat's vicuna_v1.1, as EAGLE's evaluation prompts Vicuna (whose tokenizer has no chat template).
+VICUNA_SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. "
+                 "The assistant gives helpful, detailed, and polite answers to the user's questions.")
+
+
+def vicuna_v11(messages: list[dict]) -> str:
+    text = VICUNA_SYSTEM + " "
+    for m in messages:
+        text += f"USER: {m['content']} " if m["role"] == "user" else f"ASSISTANT: {m['content']}</s>"
+    return text + "ASSISTANT:"
+
+
+# Conversation formats for tokenizers without a chat template (`pair.target.chat_format`).
+CHAT_FORMATS = {"vicuna_v1.1": vicuna_v11}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -35,13 +49,24 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype | None:
+    """The dtype to load every model in; None (dtype=auto on CUDA) lets each checkpoint keep its own (`shipped_dtype`).
+    On a CPU, auto is float32: half-precision matmuls there are slow or emulated."""
     if name == "auto":
-        return torch.float16 if device.type == "cuda" else torch.float32
+        return None if device.type == "cuda" else torch.float32
     try:
         return DTYPES[name]
     except KeyError:
         raise HarnessError(f"dtype={name!r}; valid choices: auto, {', '.join(DTYPES)}") from None
+
+
+def shipped_dtype(config) -> torch.dtype:
+    """The half-precision dtype a checkpoint ships in (its config's dtype, formerly torch_dtype): bfloat16 for
+    Llama-3.1, Qwen3 or lvlm160m-bf16, float16 for LLaVA-1.5; float16 when it names none or float32 (a training
+    export: every anchor decodes on GPU in half precision)."""
+    dtype = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+    dtype = DTYPES.get(dtype, dtype) if isinstance(dtype, str) else dtype
+    return torch.bfloat16 if dtype == torch.bfloat16 else torch.float16
 
 
 def _missing(model_id: str, err: Exception) -> HarnessError:
@@ -70,28 +95,48 @@ def _from_hf(cls, model_id: str, **kwargs):
 
 
 @functools.lru_cache(maxsize=4)
-def load_model(model_id: str, dtype: torch.dtype, device: torch.device, pack: bool = False):
+def load_model(model_id: str, dtype: torch.dtype | None, device: torch.device, pack: bool = False):
     """(model, tokenizer, processor or None), cached so multirun jobs in one process load each model once;
-    with `pack`, its linear layers use prepacked CPU weights (harness.packing; for decoding, not training)."""
-    model, tokenizer, processor = _load_model(model_id, dtype, device)
+    dtype None is the checkpoint's own (`shipped_dtype`); with `pack`, its linear layers use prepacked CPU
+    weights (harness.packing; for decoding, not training). Any failure is one line naming the model."""
+    try:
+        model, tokenizer, processor = _load_model(model_id, dtype, device)
+    except HarnessError:
+        raise
+    except Exception as err:  # noqa: BLE001 - a tokenizer probe, a missing package, a bad config: one clear line
+        raise HarnessError(f"model {model_id!r} could not be loaded: {type(err).__name__}: "
+                           f"{str(err).strip().splitlines()[0] if str(err).strip() else ''}") from err
     if pack:
         pack_linears(model)
     return model, tokenizer, processor
 
 
-def _load_model(model_id: str, dtype: torch.dtype, device: torch.device):
+def _load_model(model_id: str, dtype: torch.dtype | None, device: torch.device):
     if model_id.startswith("embedded:"):
-        model, tok_or_processor = load_embedded(model_id.removeprefix("embedded:"), dtype)
+        model, tok_or_processor = load_embedded(model_id.removeprefix("embedded:"), dtype or torch.float16)  # CUDA: fp16
         processor = tok_or_processor if hasattr(tok_or_processor, "image_processor") else None  # vision pairs
         tokenizer = processor.tokenizer if processor is not None else tok_or_processor
         return model.to(device).eval(), tokenizer, processor
     config = _from_hf(AutoConfig, model_id)
+    # Straight to the device: building a 13B model in host RAM first costs 26 GB of it.
+    load = dict(dtype=dtype or shipped_dtype(config), device_map=str(device))
     if hasattr(config, "vision_config"):
-        model = _from_hf(AutoModelForImageTextToText, model_id, dtype=dtype)
-        processor = _from_hf(AutoProcessor, model_id)
-        return model.to(device).eval(), processor.tokenizer, processor
-    model = _from_hf(AutoModelForCausalLM, model_id, dtype=dtype)
-    return model.to(device).eval(), _from_hf(AutoTokenizer, model_id), None
+        model = _from_hf(AutoModelForImageTextToText, model_id, **load)
+        processor = complete_geometry(_from_hf(AutoProcessor, model_id), config)
+        return model.eval(), processor.tokenizer, processor
+    model = _from_hf(AutoModelForCausalLM, model_id, **load)
+    return model.eval(), _from_hf(AutoTokenizer, model_id), None
+
+
+def complete_geometry(processor, config):
+    """A LLaVA processor from the older hub layout (no processor_config.json) knows no patch size and cannot expand
+    `<image>` into the 576 tokens the model expects; it gets the geometry from the model's own config (CLIP's class
+    token is the one extra token, dropped again by the "default" feature strategy)."""
+    if hasattr(processor, "patch_size") and processor.patch_size is None:
+        processor.patch_size = config.vision_config.patch_size
+        processor.vision_feature_select_strategy = getattr(config, "vision_feature_select_strategy", "default")
+        processor.num_additional_image_tokens = 1 if config.vision_config.model_type == "clip_vision_model" else 0
+    return processor
 
 
 def eagle_folder(model_id: str) -> Path:
@@ -148,6 +193,7 @@ class Pair:
     tokenizer: object
     processor: object | None
     eos_token_ids: tuple[int, ...]
+    chat_format: str | None = None  # a CHAT_FORMATS name, for tokenizers without a chat template
 
     @property
     def device(self) -> torch.device:
@@ -160,6 +206,9 @@ class Pair:
         if self.processor is None:
             if images:
                 raise HarnessError(f"pair {self.name!r} is text-only but the sample has {len(images)} image(s)")
+            if self.chat_format:
+                ids = self.tokenizer(CHAT_FORMATS[self.chat_format](messages), return_tensors="pt")["input_ids"]
+                return Prompt(target={"input_ids": ids.to(self.device)})
             chat = [{"role": m["role"], "content": m["content"]} for m in messages]
             ids = self.tokenizer.apply_chat_template(chat, add_generation_prompt=True, return_dict=True,
                                                      return_tensors="pt")["input_ids"]
@@ -208,7 +257,13 @@ def load_pair(pair_cfg, device: torch.device, dtype: torch.dtype, need_draft: bo
     eos = tuple(eos) if isinstance(eos, (list, tuple)) else (eos,) if eos is not None else ()
     if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in eos:
         eos += (tokenizer.eos_token_id,)
-    pair = Pair(pair_cfg.name, Models(target, draft, tokenizer, eagle=eagle), tokenizer, processor, eos)
+    chat_format = pair_cfg.target.get("chat_format")
+    if chat_format is not None and chat_format not in CHAT_FORMATS:
+        raise HarnessError(f"pair.target.chat_format={chat_format!r}; valid choices: {', '.join(CHAT_FORMATS)}")
+    if chat_format is None and processor is None and not getattr(tokenizer, "chat_template", None):
+        raise HarnessError(f"target {pair_cfg.target.id}'s tokenizer has no chat template; name the conversation format "
+                           f"its anchor used with pair.target.chat_format (valid choices: {', '.join(CHAT_FORMATS)})")
+    pair = Pair(pair_cfg.name, Models(target, draft, tokenizer, eagle=eagle), tokenizer, processor, eos, chat_format)
     if draft is not None and processor is not None:
         from harness.captioner import load_captioner
 

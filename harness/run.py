@@ -109,7 +109,10 @@ def run_cell(cfg) -> dict:
     cell.mkdir(parents=True, exist_ok=True)
     (cell / SUMMARY).unlink(missing_ok=True)  # the sample set changed: the old summary no longer holds
     write_atomic(cell / CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
-    write_atomic(cell / ENV, json.dumps({**environment(device), "packed_linear_weights": pack}, indent=2))
+    dtypes = {role: str(next(m.parameters()).dtype).removeprefix("torch.") for role, m in
+              (("target", pair.models.target), ("draft", pair.models.draft), ("eagle", pair.models.eagle)) if m is not None}
+    write_atomic(cell / ENV, json.dumps({**environment(device), "packed_linear_weights": pack, "dtypes": dtypes},
+                                        indent=2))
     done = read_complete(cell)
     done_ids = {r["id"] for r in done}
     todo = [(i, s) for i, s in enumerate(samples) if s.id not in done_ids]
