@@ -1,9 +1,16 @@
 """Small deterministic models built from configs, so tests run on CPU in seconds."""
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network (read when datasets is imported)
+# A fresh datasets cache per session: the fake hub repos are cached by folder name, and offline `datasets` serves a
+# stale copy from an earlier session under the same name; a developer's machine then sees what CI sees.
+os.environ["HF_DATASETS_CACHE"] = tempfile.mkdtemp(prefix="hf-datasets-")
+atexit.register(shutil.rmtree, os.environ["HF_DATASETS_CACHE"], True)
 
 import subprocess
 import sys
