@@ -154,6 +154,13 @@ def mmvet(b: Bundle):
     b.add(f"Which word is written on the shape {o['where']}?", "ocr,spat", b.image(img, b.next_stem), o["label"])
 
 
+def placed(question: str, n_images: int) -> str:
+    """An Interleave-Bench question: its text carries one `<image>` marker per image (TABED passes the question as
+    the whole user turn, images at the markers). Where the real rows place them is not published in any source we
+    could read; the bundles put them first, one a line, where LLaVA's template would put images anyway."""
+    return "<image>\n" * n_images + question
+
+
 def _pair(b: Bundle, seed: int, base: str, change: str):
     (before, after), m = scenes.diff_pair(seed, base=base, change=change)
     return b.images([before, after], b.next_stem), m
@@ -165,7 +172,7 @@ def iedit(b: Bundle):
     q = "The second image is an edited version of the first image. Describe the edit that was made."
     for j, change in enumerate(["sky", "added", "removed", "recolored", "moved"]):
         paths, m = _pair(b, 501 + j, "landscape", change)
-        b.add(q, "iedit", paths, m["description"])
+        b.add(placed(q, len(paths)), "iedit", paths, m["description"])
 
 
 @bundle
@@ -174,7 +181,7 @@ def magicbrush(b: Bundle):
     q = "Write the editing instruction that turns the first image into the second image."
     for j, change in enumerate(["recolored", "added", "removed", "moved", "recolored"]):
         paths, m = _pair(b, 601 + j, "shapes" if j % 2 == 0 else "landscape", change)
-        b.add(q, "magicbrush", paths, m["instruction"])
+        b.add(placed(q, len(paths)), "magicbrush", paths, m["instruction"])
 
 
 @bundle
@@ -182,7 +189,8 @@ def spot_the_diff(b: Bundle):
     """Spot-the-Diff style: two nearly identical scenes; say what differs."""
     for j, change in enumerate(["added", "moved", "removed", "recolored", "added"]):
         paths, m = _pair(b, 701 + j, "landscape" if j != 3 else "shapes", change)
-        b.add("What is the difference between the two images?", "spot_the_diff", paths, m["description"])
+        b.add(placed("What is the difference between the two images?", len(paths)), "spot_the_diff", paths,
+              m["description"])
 
 
 @bundle
@@ -194,7 +202,7 @@ def pororo_sv(b: Bundle):
              ("find", "cat", 5)]
     for j, (plot, character, n) in enumerate(plots):
         frames, m = scenes.story(801 + j, n_frames=n, plot=plot, character=character)
-        b.add(q, "pororo_sv", b.images(frames, b.next_stem), " ".join(m["events"]))
+        b.add(placed(q, len(frames)), "pororo_sv", b.images(frames, b.next_stem), " ".join(m["events"]))
 
 
 @bundle
@@ -203,7 +211,7 @@ def vist(b: Bundle):
     q = "Write a short story based on this sequence of images, with one sentence for each image."
     for j, (plot, n) in enumerate([("find", 5), ("build", 4), ("weather", 3), ("find", 3), ("build", 5)]):
         frames, m = scenes.story(901 + j, n_frames=n, plot=plot, character="kid")
-        b.add(q, "vist", b.images(frames, b.next_stem), " ".join(m["events"]))
+        b.add(placed(q, len(frames)), "vist", b.images(frames, b.next_stem), " ".join(m["events"]))
 
 
 # --- text sets -----------------------------------------------------------------------------------------------

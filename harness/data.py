@@ -111,30 +111,42 @@ def hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def fetch_command(hub) -> str:
+def hub_ids(hub) -> list[str]:
+    """A dataset's hub ids in the order to try: `hub.path` is one id or a list (lmms-eval moved its lmms-lab/*
+    datasets to lmms-lab-encoder/* in 2026-07, so those configs name both)."""
+    return [hub.path] if isinstance(hub.path, str) else list(hub.path)
+
+
+def fetch_command(hub, path: str | None = None) -> str:
     config = f", {hub.name!r}" if hub.get("name") else ""
-    return f"python -c \"import datasets; datasets.load_dataset({hub.path!r}{config}, split={hub.split!r})\""
+    return f"python -c \"import datasets; datasets.load_dataset({path or hub_ids(hub)[0]!r}{config}, split={hub.split!r})\""
 
 
 def load_hub_rows(hub, limit: int | None):
-    """The first `limit` rows of a split (after the filter), as a `datasets.Dataset`."""
+    """The first `limit` rows of a split (after the filter), as a `datasets.Dataset`, and the id that served them:
+    the first of `hub_ids` that is cached or reachable."""
     import datasets
 
-    what = f"{hub.path}" + (f" config {hub.name}" if hub.get("name") else "") + f" split {hub.split}"
-    try:
-        ds = datasets.load_dataset(hub.path, hub.get("name"), split=hub.split)
-    except (ConnectionError, FileNotFoundError) as err:
+    where = (f" config {hub.name}" if hub.get("name") else "") + f" split {hub.split}"
+    tried = []
+    for path in hub_ids(hub):
+        try:
+            ds = datasets.load_dataset(path, hub.get("name"), split=hub.split)
+            break
+        except (ConnectionError, FileNotFoundError) as err:  # not cached / not reachable / moved: try the next id
+            tried.append(f"{path} ({type(err).__name__}: {str(err)[:200]})")
+        except (OSError, ValueError) as err:  # e.g. a wrong config or split name: datasets' own message says which
+            raise HarnessError(f"dataset {path}{where}: {type(err).__name__}: {err}") from None
+    else:
         state = "HF_HUB_OFFLINE is set and it is not in the HF cache" if _offline() else "it could not be fetched"
-        raise HarnessError(f"dataset {what}: {state} ({type(err).__name__}: {str(err)[:200]}). "
+        raise HarnessError(f"dataset {' or '.join(hub_ids(hub))}{where}: {state} (tried {'; '.join(tried)}). "
                            f"Pre-download it on a machine with hub access:\n    {fetch_command(hub)}\n"
-                           "or run the project's offline bundle with dataset.source=bundled.") from None
-    except (OSError, ValueError) as err:  # e.g. a wrong config or split name: datasets' own message says which
-        raise HarnessError(f"dataset {what}: {type(err).__name__}: {err}") from None
+                           "or run the project's offline bundle with dataset.source=bundled.")
     for column, value in (hub.get("filter") or {}).items():  # reads only that column, not the images
         ds = ds.filter(lambda v, value=value: v == value, input_columns=[column])
     if limit is not None:
         ds = ds.select(range(min(limit, len(ds))))
-    return ds
+    return ds, path
 
 
 def image_columns(cfg, columns: list[str]) -> list[str]:
@@ -170,16 +182,16 @@ def hub_samples(cfg, rows) -> list[Sample]:
 def load_hf(cfg, source: str) -> Loaded:
     """`source`: hub (the real data or a clear error), bundled (the offline bundle), or auto."""
     hub = cfg.hub
-    info = {"hub": hub.path, "config": hub.get("name"), "split": hub.split, "filter": dict(hub.get("filter") or {}),
-            "limit": cfg.get("limit")}
+    info = {"hub": hub_ids(hub)[0], "config": hub.get("name"), "split": hub.split,
+            "filter": dict(hub.get("filter") or {}), "limit": cfg.get("limit")}
     if source == "auto" and not _offline() and not hub_reachable():
         log.warning("!!! dataset %s: the hub is unreachable; using the OFFLINE BUNDLE %s, not the real data. Set "
                     "HF_HUB_OFFLINE=1 to use a cached copy, or dataset.source=hub to insist.", cfg.name, cfg.bundle)
         source = "bundled"
     if source in ("hub", "auto"):
         try:
-            rows = load_hub_rows(hub, cfg.get("limit"))
-            return Loaded(hub_samples(cfg, rows), {**info, "source": "hub"})
+            rows, served = load_hub_rows(hub, cfg.get("limit"))
+            return Loaded(hub_samples(cfg, rows), {**info, "hub": served, "source": "hub"})
         except HarnessError as err:
             if source == "hub":
                 raise

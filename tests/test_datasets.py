@@ -54,14 +54,17 @@ def test_single_image_set_with_config_split_and_prompt(tmp_path):
 def test_interleave_bench_filters_sub_task_and_orders_images(tmp_path):
     n = 5
     rows = {"sub_task": ["IEdit", "Spot-the-Diff", "Spot-the-Diff", "VIST", "Spot-the-Diff"],
-            "question": [f"question {i}" for i in range(n)], "answer": [f"answer {i}" for i in range(n)],
+            "question": [f"{'<image> ' * (3 if i == 2 else 2)}question {i}" for i in range(n)],
+            "answer": [f"answer {i}" for i in range(n)],
             "image_0": [png((i, 0, 0)) for i in range(n)], "image_1": [png((0, i, 0)) for i in range(n)],
             "image_10": [None] * n, "image_2": [png((0, 0, i)) if i == 2 else None for i in range(n)]}
     feats = Features({"sub_task": Value("string"), "question": Value("string"), "answer": Value("string"),
                       **{c: ImageFeature() for c in ("image_0", "image_1", "image_10", "image_2")}})
     path = fake_hub_repo(tmp_path, rows, feats, "in_domain", "test")
     samples = load_samples(config_for("spot_the_diff", source="hub", hub={"path": path}), None).samples
-    assert [s.turns[0] for s in samples] == ["question 1", "question 2", "question 4"]  # raw question
+    # the raw question, its image markers kept where they are (harness.models places the images there)
+    assert [s.turns[0] for s in samples] == ["<image> <image> question 1", "<image> <image> <image> question 2",
+                                             "<image> <image> question 4"]
     assert [len(s.images) for s in samples] == [2, 3, 2]  # empty image columns skipped
     assert [im.getpixel((0, 0))[:3] for im in samples[1].images] == [(2, 0, 0), (0, 2, 0), (0, 0, 2)]
     assert samples[0].reference == "answer 1" and samples[0].id == "spot_the_diff-0000"
@@ -142,3 +145,19 @@ def test_specbench_category_filter():
     assert samples and all(s.category == "translation" for s in samples)
     with pytest.raises(HarnessError, match="no sample has category 'poetry'"):
         load_samples(config_for("specbench", source="bundled", category="poetry"), None)
+
+
+def test_a_moved_dataset_is_served_by_the_first_id_that_answers(tmp_path):
+    """lmms-eval moved lmms-lab/* to lmms-lab-encoder/*: a config names both, tries them in order and records
+    which one served; when none does, the error names every id tried."""
+    rows = {"question_id": [1], "question": ["a?"], "answer": ["x"], "image": [png((1, 2, 3))]}
+    feats = Features({"question_id": Value("int64"), "question": Value("string"), "answer": Value("string"),
+                      "image": ImageFeature()})
+    served = fake_hub_repo(tmp_path / "new", rows, feats, None, "test")
+    gone = str(tmp_path / "old-org" / "MMVet")
+    loaded = load_samples(config_for("mmvet", source="hub", hub={"path": [gone, served], "name": None}), None)
+    assert loaded.info["hub"] == served and [s.id for s in loaded.samples] == ["1"]
+    with pytest.raises(HarnessError) as err:
+        load_samples(config_for("mmvet", source="hub", hub={"path": [gone, gone + "2"], "name": None}), None)
+    assert gone in str(err.value) and gone + "2" in str(err.value)
+    assert dataset_config("mmvet").hub.path[0] == "lmms-lab-encoder/MMVet"
