@@ -21,6 +21,8 @@ from harness.zoo import load_embedded
 from methods import Models, Prompt
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+# Where a question's text places an image (Interleave-Bench's convention; datasets/bundled/README.md).
+IMAGE_MARKER = "<image>"
 # Fallback prompt for processors without a chat template (LLaVA-1.5's own format).
 LLAVA_FALLBACK = "USER: {images}{text} ASSISTANT:"
 # FastChat's vicuna_v1.1, as EAGLE's evaluation prompts Vicuna (whose tokenizer has no chat template).
@@ -170,13 +172,15 @@ def eagle_folder(model_id: str) -> Path:
         raise _missing(model_id, err) from None
 
 
-def load_eagle(model_id: str, target, dtype: torch.dtype, pack: bool = False):
-    """The EAGLE-3 drafter `model_id` for `target`; with `pack`, its linear layers use prepacked CPU weights."""
+def load_eagle(model_id: str, target, dtype: torch.dtype | None, pack: bool = False, speculator: str | None = None,
+               frequent: str | None = None):
+    """The EAGLE-3 drafter `model_id` for `target` (in its dtype unless told), with a separate SpecVocab `speculator`
+    file and FR-Spec `frequent` tokens file when given; with `pack`, its linear layers use prepacked CPU weights."""
     from methods.eagle import load_eagle3
 
     folder = eagle_folder(model_id)
     try:
-        drafter = load_eagle3(folder, target, dtype)
+        drafter = load_eagle3(folder, target, dtype, speculator, frequent)
     except (ValueError, FileNotFoundError, KeyError) as err:
         raise HarnessError(f"EAGLE-3 drafter {model_id!r} ({folder}): {err}") from None
     if pack:
@@ -194,6 +198,7 @@ class Pair:
     processor: object | None
     eos_token_ids: tuple[int, ...]
     chat_format: str | None = None  # a CHAT_FORMATS name, for tokenizers without a chat template
+    system_prompt: str | None = None  # a system message before every conversation (as the anchor prompted the model)
 
     @property
     def device(self) -> torch.device:
@@ -210,6 +215,8 @@ class Pair:
                 ids = self.tokenizer(CHAT_FORMATS[self.chat_format](messages), return_tensors="pt")["input_ids"]
                 return Prompt(target={"input_ids": ids.to(self.device)})
             chat = [{"role": m["role"], "content": m["content"]} for m in messages]
+            if self.system_prompt:
+                chat.insert(0, {"role": "system", "content": self.system_prompt})
             ids = self.tokenizer.apply_chat_template(chat, add_generation_prompt=True, return_dict=True,
                                                      return_tensors="pt")["input_ids"]
             return Prompt(target={"input_ids": ids.to(self.device)})
@@ -223,17 +230,34 @@ class Pair:
         return Prompt(target=inputs, images=images)
 
     def _vlm_text(self, messages: list[dict]) -> str:
+        """A user turn whose text already carries one IMAGE_MARKER per image (Interleave-Bench questions) keeps
+        them where they are, as the processor's image token, and is the whole turn (as TABED feeds it); otherwise
+        its images come first, as the chat template places them."""
+        turns = [(m, interleaved(m, self.processor.image_token)) for m in messages]
         if getattr(self.processor, "chat_template", None):
-            chat = [{"role": m["role"], "content": [{"type": "image"}] * m.get("n_images", 0)
-                     + [{"type": "text", "text": m["content"]}]} for m in messages]
+            chat = [{"role": m["role"], "content": ([] if text is not None else [{"type": "image"}] * m.get("n_images", 0))
+                     + [{"type": "text", "text": m["content"] if text is None else text}]} for m, text in turns]
             return self.processor.apply_chat_template(chat, add_generation_prompt=True)
-        text = ""
-        for m in messages:  # LLaVA-1.5's own format, for processors without a chat template
+        out = ""
+        for m, text in turns:  # LLaVA-1.5's own format, for processors without a chat template
             if m["role"] == "user":
-                text += LLAVA_FALLBACK.format(images="<image>\n" * m.get("n_images", 0), text=m["content"])
+                images = "" if text is not None else "<image>\n" * m.get("n_images", 0)
+                out += LLAVA_FALLBACK.format(images=images, text=m["content"] if text is None else text)
             else:
-                text += f" {m['content']}</s>"
-        return text
+                out += f" {m['content']}</s>"
+        return out
+
+
+def interleaved(message: dict, image_token: str) -> str | None:
+    """The turn's text with its IMAGE_MARKERs as `image_token` when it carries one per image; None when it carries
+    none (the images then come first)."""
+    found, n = message["content"].count(IMAGE_MARKER), message.get("n_images", 0)
+    if message["role"] != "user" or not found:
+        return None
+    if found != n:
+        raise HarnessError(f"a turn's text carries {found} {IMAGE_MARKER} marker(s) for {n} image(s); a question with "
+                           "markers needs exactly one per image, in order")
+    return message["content"].replace(IMAGE_MARKER, image_token)
 
 
 def load_pair(pair_cfg, device: torch.device, dtype: torch.dtype, need_draft: bool = True,
@@ -245,7 +269,8 @@ def load_pair(pair_cfg, device: torch.device, dtype: torch.dtype, need_draft: bo
     if need_eagle:
         if not pair_cfg.get("eagle"):
             raise HarnessError(f"pair {pair_cfg.name!r} has no EAGLE-3 drafter (pair.eagle.id), which this method needs")
-        eagle = load_eagle(pair_cfg.eagle.id, target, dtype, pack)
+        eagle = load_eagle(pair_cfg.eagle.id, target, dtype, pack, pair_cfg.eagle.get("speculator"),
+                           pair_cfg.eagle.get("frequent_tokens"))
     if need_draft:
         if not pair_cfg.get("draft"):
             raise HarnessError(f"pair {pair_cfg.name!r} has no draft model, which this method needs")
@@ -263,7 +288,12 @@ def load_pair(pair_cfg, device: torch.device, dtype: torch.dtype, need_draft: bo
     if chat_format is None and processor is None and not getattr(tokenizer, "chat_template", None):
         raise HarnessError(f"target {pair_cfg.target.id}'s tokenizer has no chat template; name the conversation format "
                            f"its anchor used with pair.target.chat_format (valid choices: {', '.join(CHAT_FORMATS)})")
-    pair = Pair(pair_cfg.name, Models(target, draft, tokenizer, eagle=eagle), tokenizer, processor, eos, chat_format)
+    system = pair_cfg.target.get("system_prompt")
+    if system and (processor is not None or chat_format):
+        raise HarnessError(f"pair.target.system_prompt is for text targets with a chat template ({pair_cfg.target.id} "
+                           + ("is a vision-language model)" if processor is not None else f"uses chat_format {chat_format})"))
+    pair = Pair(pair_cfg.name, Models(target, draft, tokenizer, eagle=eagle), tokenizer, processor, eos, chat_format,
+                system)
     if draft is not None and processor is not None:
         from harness.captioner import load_captioner
 

@@ -41,7 +41,9 @@ from methods.verify import tree_mask
 def feature_layers(num_layers: int, config: dict | None = None) -> list[int]:
     """hidden_states indices of the target features a drafter reads (hidden_states[i] enters layer i): EAGLE-3's
     inputs of layers 2, L//2 and L-3, unless a SpecForge-style config names the layers whose outputs it was
-    trained on (`eagle_config.eagle_aux_hidden_state_layer_ids`; the output of layer i enters layer i + 1)."""
+    trained on (`eagle_config.eagle_aux_hidden_state_layer_ids`; the output of layer i enters layer i + 1).
+    Engines disagree on those ids: vLLM reads them as layer inputs, SGLang (since 2026-05) as outputs only when
+    the first id is 1; SpecForge, which writes them, captures outputs, and so do we."""
     ids = ((config or {}).get("eagle_config") or {}).get("eagle_aux_hidden_state_layer_ids")
     if ids is None:
         return [2, num_layers // 2, num_layers - 3]
@@ -209,12 +211,15 @@ class Head:
             self.ids = torch.arange(len(drafter.d2t), device=drafter.d2t.device) + drafter.d2t
         elif kind == "frspec":
             if frequent is None:
-                raise ValueError(f"head frspec needs token frequencies: the drafter's folder has no {FREQUENT}")
+                raise ValueError(f"head frspec needs token frequencies: the drafter's folder has no {FREQUENT}; make one "
+                                 "with `python -m harness.zoo.frspec --tokenizer TARGET --corpus FILE --out PATH` and "
+                                 "set pair.eagle.frequent_tokens=PATH")
             self.ids = frequent.to(self.full.device)
             self.weight = self.full[self.ids]
         elif kind == "specvocab" and speculator is None:
             raise ValueError("head specvocab needs a vocabulary speculator: the drafter checkpoint has no "
-                             "speculator.down/speculator.vocab weights")
+                             "speculator.down/speculator.vocab weights; train one with `python -m "
+                             "harness.zoo.train_speculator --pair PAIR --out PATH` and set pair.eagle.speculator=PATH")
 
     def __call__(self, h: torch.Tensor) -> torch.Tensor:
         h = h.to(self.full.dtype)
@@ -263,8 +268,12 @@ def read_weights(folder: Path) -> dict:
     raise FileNotFoundError(f"{folder} has none of model.safetensors, {INDEX}, pytorch_model.bin")
 
 
-def load_eagle3(folder: str | Path, target, dtype=None) -> Eagle3:
-    """An EAGLE-3 checkpoint folder (official format) attached to `target` (its embedding, feature width)."""
+def load_eagle3(folder: str | Path, target, dtype=None, speculator: str | Path | None = None,
+                frequent: str | Path | None = None) -> Eagle3:
+    """An EAGLE-3 checkpoint folder (official format) attached to `target` (its embedding, feature width).
+    `speculator` (a safetensors file of speculator.* weights) and `frequent` (a FREQUENT file) add what an official
+    checkpoint ships without: SpecVocab's speculator (harness.zoo.train_speculator) and FR-Spec's token frequencies
+    (harness.zoo.frspec); by default they are read from the folder when there."""
     folder = Path(folder)
     raw = json.loads((folder / "config.json").read_text())
     cfg = LlamaConfig(**{k: v for k, v in raw.items() if k not in ("architectures", "model_type")})
@@ -277,6 +286,10 @@ def load_eagle3(folder: str | Path, target, dtype=None) -> Eagle3:
     drafter = Eagle3(cfg, target_hidden, feature_layers(target_cfg.num_hidden_layers, raw))
     state = {k: v for k, v in read_weights(folder).items() if not k.startswith("embed_tokens")}
     spec = {k.removeprefix("speculator."): state.pop(k) for k in list(state) if k.startswith("speculator.")}
+    if speculator is not None:
+        from safetensors.torch import load_file
+
+        spec = {k.removeprefix("speculator."): v for k, v in load_file(str(speculator)).items()}
     if "t2d" in state:  # the official checkpoints store d2t as offsets and t2d as a mask
         state["t2d"] = state["t2d"].bool()
     tied = "lm_head.weight" not in state and cfg.draft_vocab_size == cfg.vocab_size
@@ -290,8 +303,9 @@ def load_eagle3(folder: str | Path, target, dtype=None) -> Eagle3:
     if spec:  # ours: SpecVocab's vocabulary speculator stored next to the drafter
         drafter.speculator = VocabSpeculator(cfg.hidden_size, spec["down.weight"].shape[0], spec["vocab.weight"].shape[0])
         drafter.speculator.load_state_dict(spec)
-    if (folder / FREQUENT).exists():
-        drafter.frequent = torch.tensor(json.loads((folder / FREQUENT).read_text()), dtype=torch.long)
+    frequent = Path(frequent) if frequent is not None else folder / FREQUENT
+    if frequent.exists() or frequent != folder / FREQUENT:  # a named file must exist
+        drafter.frequent = torch.tensor(json.loads(frequent.read_text()), dtype=torch.long)
     drafter.embed_tokens = target.get_input_embeddings()
     return drafter.to(device=target.device, dtype=dtype or target.dtype).eval()
 

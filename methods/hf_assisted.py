@@ -137,6 +137,12 @@ def generate(models: Models, prompt: Prompt, settings: DecodeSettings, generator
         raise TypeError(f"hf_assisted: the pair's draft ({type(draft).__module__}.{type(draft).__name__}) is not a "
                         "transformers GenerationMixin model; HF assisted generation drafts by calling "
                         "draft.generate(), so it needs one (a transformers *ForCausalLM or similar)")
+    sizes = [m.config.get_text_config().vocab_size for m in (models.target, draft)]
+    if sizes[0] != sizes[1]:
+        raise ValueError(f"hf_assisted: the target's vocabulary has {sizes[0]} rows and the draft's {sizes[1]} (a target "
+                         "padded past its tokenizer, a draft that is not); transformers' assisted generation then "
+                         "refuses the pair as 'different tokenizers' (its universal assisted decoding is another "
+                         "algorithm), so this pair has no hf_assisted number; sd and tabed align the vocabularies")
     if draft is models.target:
         raise ValueError("hf_assisted: the draft is the target module itself; its statistics come from hooks that "
                          "tell target calls from draft calls by module, so load the draft as a separate copy")

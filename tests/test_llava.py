@@ -53,3 +53,17 @@ def test_two_turns_with_images_in_each_turn(llava_pair):
     assert text == "USER: \nFirst? ASSISTANT: An answer.</s>USER: \nSecond? ASSISTANT:"
     with pytest.raises(ValueError, match="1 images for 2 placeholders"):
         llava_pair.encode(messages, [a])
+
+
+def test_a_question_that_carries_its_image_markers_keeps_them_in_place(llava_pair):
+    """Interleave-Bench questions hold one `<image>` per image: those are the images' places, not extra ones (the
+    harness added one more per image before, and the processor failed with 4 markers for 2 images)."""
+    a, b = Image.new("RGB", (32, 32), (220, 20, 20)), Image.new("RGB", (32, 32), (20, 220, 20))
+    encode = lambda text, n=2: llava_pair.encode([{"role": "user", "content": text, "n_images": n}], [a, b][:n])  # noqa: E731
+    ids = lambda p: p.target["input_ids"][0].tolist()  # noqa: E731
+    assert ids(encode("<image>\n<image>\nWhich differs?")) == ids(encode("Which differs?"))  # markers first = images first
+    mixed = llava_pair.tokenizer.decode(ids(encode("Before: <image> After: <image> Which differs?")))
+    image = "<image>" * 16
+    assert mixed == f"USER: Before: {image} After: {image} Which differs? ASSISTANT:"
+    with pytest.raises(Exception, match="1 <image> marker.*2 image"):
+        encode("Only <image> here.")

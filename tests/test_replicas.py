@@ -57,9 +57,8 @@ def replicas(tmp_path_factory, smol_tokenizer_dir) -> dict[str, Path]:
 PAIRS = {
     "llava-1.5-7b__lvlm68m": ({"target": "llava-hf", "draft": "lvlm68m", "captioner": "florence2"}, LLAVA_METHODS),
     "llava-1.5-7b__lvlm160m": ({"target": "llava-hf", "draft": "lvlm160m-bf16", "captioner": "florence2"},
-                               ["sd", "grid/sd_T", "tabed"]),
-    "llava-1.5-13b__lvlm68m": ({"target": "llava-legacy", "draft": "lvlm68m", "captioner": "florence2"},
-                               ["sd", "grid/sd_T", "tabed"]),
+                               [m for m in LLAVA_METHODS if m != "hf_assisted"]),  # its vocabulary is not padded
+    "llava-1.5-13b__lvlm68m": ({"target": "llava-legacy", "draft": "lvlm68m", "captioner": "florence2"}, LLAVA_METHODS),
     "llama-3.1-8b__eagle3": ({"target": "llama3.1", "eagle": "llama3.1-eagle3"}, EAGLE_METHODS),
     "qwen3-8b__eagle3": ({"target": "qwen3", "eagle": "qwen3-eagle3"}, EAGLE_METHODS),
     "vicuna-13b__eagle3": ({"target": "vicuna", "eagle": "vicuna-eagle3"}, EAGLE_METHODS),
@@ -83,13 +82,13 @@ def run(pair: str, ids: dict, replicas: dict, method: str, dataset: list[str], o
     return [json.loads(x) for x in (cell / "samples.jsonl").read_text().splitlines()]
 
 
-def check_lossless(pair, ids, replicas, methods, dataset, out) -> dict:
+def check_lossless(pair, ids, replicas, methods, dataset, out, extra=()) -> dict:
     ar = run(pair, ids, replicas, "ar", dataset, out)
     assert ar and all(r["status"] == "ok" for r in ar), [r["error"] for r in ar]
     ar_ids = {(r["id"], r["turn"]): r["output_ids"] for r in ar}
     records = {}
     for method in methods:
-        recs = run(pair, ids, replicas, method, dataset, out)
+        recs = run(pair, ids, replicas, method, dataset, out, extra)
         assert all(r["status"] == "ok" for r in recs), (method, [r["error"] for r in recs if r["error"]])
         assert {(r["id"], r["turn"]): r["output_ids"] for r in recs} == ar_ids, f"{pair} {method} is not lossless"
         records[method] = recs
@@ -102,10 +101,16 @@ def test_llava_pairs_run_every_method_losslessly(pair, replicas, tmp_path):
     one_image = ["dataset=llava_w", "dataset.source=bundled", "n_samples=2",
                  "pair.captioner.max_new_tokens=16"]  # a random Florence-2 never stops by itself (TABED: up to 1024)
     records = check_lossless(pair, ids, replicas, methods, one_image, tmp_path)
-    sd = [r for r in records["sd"]]
+    # Interleave-Bench's layout: two images, their <image> markers in the question's text
+    two_images = ["dataset=iedit", "dataset.source=bundled", "n_samples=1", "pair.captioner.max_new_tokens=16"]
+    check_lossless(pair, ids, replicas, [m for m in methods if m != "hf_assisted"], two_images, tmp_path / "iedit")
+    sd = records["sd"]
     assert sum(r["new_tokens"] for r in sd) / sum(r["target_calls"] for r in sd) > 1.5  # the noisy copy is accepted
     if "hf_assisted" in records:  # transformers' assistant never sees the image: recorded, never silent
         assert all(r["assistant_sees_images"] is False for r in records["hf_assisted"])
+    else:  # a draft whose vocabulary differs from the target's: transformers refuses it, and the record says why
+        failed = run(pair, ids, replicas, "hf_assisted", one_image, tmp_path / "hf")
+        assert failed and all("different tokenizers" in r["error"] and "502" in r["error"] for r in failed)
 
 
 @pytest.mark.parametrize("pair", [p for p in PAIRS if not p.startswith("llava")])
@@ -213,3 +218,54 @@ def test_a_tokenizer_without_a_chat_template_needs_a_named_format(replicas, tmp_
     two = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "Bye"}]
     text = pair.tokenizer.decode(pair.encode(two).target["input_ids"][0])
     assert text == f"<s> {VICUNA_SYSTEM} USER: Hi ASSISTANT: Hello.</s>USER: Bye ASSISTANT:"
+
+
+@pytest.mark.parametrize("pair", [p for p in PAIRS if not p.startswith("llava")])
+def test_official_checkpoints_get_frspec_and_specvocab_from_the_projects_tools(pair, replicas, tmp_path):
+    """An official EAGLE-3 checkpoint has no speculator and no frequency list: the error names the tool that makes
+    each, and with their outputs (pair.eagle.speculator / frequent_tokens) SpecVocab and FR-Spec run losslessly."""
+    from harness.zoo import frspec, train_speculator
+
+    ids = PAIRS[pair][0]
+    data = ["dataset=mt_bench", "dataset.source=bundled", "n_samples=1"]
+    before = run(pair, ids, replicas, "specvocab", data, tmp_path / "before")
+    assert before and all("harness.zoo.train_speculator" in r["error"] for r in before)
+    before = run(pair, ids, replicas, "grid/eagle_frspec8k", data, tmp_path / "before")
+    assert before and all("harness.zoo.frspec" in r["error"] for r in before)
+
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in R.corpus()[:200]))
+    freq = frspec.main(["--tokenizer", str(replicas[ids["target"]]), "--corpus", str(corpus), "--field", "text",
+                        "--out", str(tmp_path / "frspec" / "frequent_tokens.json")])
+    order = json.loads(freq.read_text())
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(replicas[ids["target"]])
+    counts = {}
+    for t in R.corpus()[:200]:
+        for i in tok(t, add_special_tokens=False)["input_ids"]:
+            counts[i] = counts.get(i, 0) + 1
+    assert sorted(order) == list(range(len(order))) and order[0] == max(counts, key=lambda i: (counts[i], -i))
+
+    spec = train_speculator.main(["--pair", pair, "--target", str(replicas[ids["target"]]), "--eagle",
+                                  str(replicas[ids["eagle"]]), "--n-prompts", "4", "--max-new-tokens", "8",
+                                  "--steps", "30", "--k", "64", "--device", "cpu", "--out", str(tmp_path / "spec.safetensors")])
+    assert json.loads(spec.with_suffix(".json").read_text())["held_out_recall_at_k"] >= 0
+    extra = [f"pair.eagle.speculator={spec}", f"pair.eagle.frequent_tokens={freq}"]
+    check_lossless(pair, ids, replicas, ["specvocab+k=64", "grid/eagle_frspec8k", "grid/specvocab_k384_tree16"], data,
+                   tmp_path / "after", extra)
+
+
+def test_the_llama_pair_is_prompted_as_eagles_evaluation_prompts_it(replicas):
+    """EAGLE's Llama-3 evaluation puts Llama-2's default system message before every conversation."""
+    from hydra import compose, initialize_config_dir
+
+    from harness.models import load_pair
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=["pair=llama-3.1-8b__eagle3", f"pair.target.id={replicas['llama3.1']}"]).pair
+    assert "while being safe.  Your answers" in cfg.target.system_prompt  # the anchor's text, double space and all
+    pair = load_pair(cfg, torch.device("cpu"), torch.float32, need_draft=False)
+    text = pair.tokenizer.decode(pair.encode([{"role": "user", "content": "Hi"}]).target["input_ids"][0])
+    assert text.startswith("<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date")
+    assert f"{cfg.target.system_prompt}<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>" in text

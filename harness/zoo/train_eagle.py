@@ -36,6 +36,7 @@ from tqdm import tqdm
 from transformers import LlamaConfig
 
 from harness.zoo import WEIGHTS, smollm2, train_draft
+from harness.zoo.frspec import frequency_order
 from harness.zoo.build import atomic_save, compare_with_ar, digest, read_jsonl, write_build
 from methods.eagle import FREQUENT, INDEX, Eagle3, VocabSpeculator, feature_layers
 
@@ -246,13 +247,6 @@ def warm_start(eagle: Eagle3, folder: Path, scale: torch.Tensor | None) -> None:
     eagle.load_state_dict({**keep, "fc.weight": fc}, strict=False)
 
 
-def frequency_order(data: list[dict], vocab: int) -> list[int]:
-    counts = torch.zeros(vocab, dtype=torch.long)
-    for r in data:
-        counts += torch.bincount(torch.tensor(r["response"]), minlength=vocab)
-    return sorted(range(vocab), key=lambda i: (-int(counts[i]), i))
-
-
 def train(eagle: Eagle3, target, items: list[dict], head: str, vocab_ids: torch.Tensor, steps: int, batch: int,
           ttt: int, lr: float, ckpt: Path | None = None, speculator: VocabSpeculator | None = None, seed: int = 0,
           desc: str = "[3/5 train]", loss_frac: float = 1.0, scale: torch.Tensor | None = None,
@@ -437,7 +431,7 @@ def main(argv=None):
 
     val, fit = items[::20], [it for i, it in enumerate(items) if i % 20]  # held out: every 20th answer
     config = drafter_config(target.config, target.config.vocab_size if args.head == "full" else args.vocab)
-    frequent = frequency_order(data, target.config.vocab_size)
+    frequent = frequency_order([r["response"] for r in data], target.config.vocab_size)
     vocab_ids = torch.arange(target.config.vocab_size) if args.head == "full" else torch.tensor(sorted(frequent[: args.vocab]))
     if args.head == "reduced" and EOS not in vocab_ids:
         vocab_ids = torch.tensor(sorted(frequent[: args.vocab - 1] + [EOS]))
