@@ -121,13 +121,13 @@ class Drafter:
 
     def __init__(self, models: Models, prompt: Prompt, modes: list[str], batched: bool = True):
         self.draft, self.k, self.caption_s = models.draft, len(modes), 0.0
+        for mode in modes:
+            if mode not in MODES:
+                raise ValueError(f"drafting mode {mode!r}; valid choices: {', '.join(MODES)}")
         self.vocab = models.target.get_output_embeddings().weight.shape[0]  # logits come out this wide
         self.known = self.draft.get_input_embeddings().num_embeddings  # ids the draft can read
         unk = getattr(models.tokenizer, "unk_token_id", None)
         self.unknown = unk if unk is not None and unk < self.known else 0
-        for mode in modes:
-            if mode not in MODES:
-                raise ValueError(f"drafting mode {mode!r}; valid choices: {', '.join(MODES)}")
         if prompt.target.get("pixel_values") is None:
             cache = new_cache(self.draft)
             forward(self.draft, cache, prompt.target["input_ids"], logits_to_keep=1)
