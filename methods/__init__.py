@@ -9,7 +9,7 @@ from methods.core import DecodeSettings, Models, Prompt, Result
 
 METHODS = {"ar": ar.generate, "sd": sd.generate, "tabed": tabed.generate, "eagle": eagle.generate,
            "specvocab": eagle.generate_specvocab, "hf_assisted": hf_assisted.generate,
-           "hf_pld": hf_assisted.generate_pld}
+           "hf_pld": hf_assisted.generate_pld, "hf_generate": hf_assisted.generate_plain}
 
 
 def get_method(name: str):

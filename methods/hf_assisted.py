@@ -1,7 +1,10 @@
-"""transformers' own speculative decoding as a peer to ours: the same pair decoded by `target.generate()`.
+"""transformers' own decoding as peers to ours: the same pair decoded by `target.generate()`.
 
+`hf_generate`: plain greedy/sampled `generate()`, no draft: what a user gets today, the baseline our `ar` must not
+lose to (harness.baseline times the two against each other in every `ar` cell);
 `hf_assisted`: assisted generation with the pair's draft (`assistant_model`, `num_assistant_tokens=gamma`,
-schedule "constant", confidence threshold 0, so every block drafts exactly `gamma` tokens as `sd` does);
+schedule "constant", confidence threshold 0 by default, so every block drafts exactly `gamma` tokens as `sd` does;
+`gamma=20 confidence=0.4` are transformers' own defaults);
 `hf_pld`: prompt-lookup decoding (`prompt_lookup_num_tokens=gamma`), no draft model.
 
 transformers 5.x reads the assistant knobs from the *assistant's* generation config, and fills every knob a
@@ -40,6 +43,8 @@ import torch
 from transformers import GenerationConfig, GenerationMixin
 
 from methods.core import DecodeSettings, Models, Prompt, Result, check_prompt, extend, now
+
+SCHEDULES = ("constant", "heuristic", "heuristic_transient")  # transformers' num_assistant_tokens_schedule values
 
 
 @contextmanager
@@ -96,21 +101,19 @@ def blocks(calls: list[tuple[int, int]], n_prompt: int, n_final: int) -> tuple[l
     return accepted, drafted
 
 
-def hf_generate(models: Models, prompt: Prompt, settings: DecodeSettings, generator, gamma: int, draft=None) -> Result:
-    """One `target.generate()` call: assisted by `draft`, or prompt lookup when `draft` is None."""
-    if gamma < 1:
-        raise ValueError(f"need gamma >= 1, got {gamma}")
+def hf_generate(models: Models, prompt: Prompt, settings: DecodeSettings, generator, draft=None,
+                target_knobs: dict | None = None, assistant_knobs: dict | None = None) -> Result:
+    """One `target.generate()` call: plain, assisted by `draft` (`assistant_knobs` go into its generation config),
+    or prompt lookup (`target_knobs`: prompt_lookup_num_tokens)."""
     n_prompt = check_prompt(prompt)
     target = models.target
     eos = list(settings.eos_token_ids) or None
     sampling = {} if settings.greedy else dict(temperature=settings.temperature, top_p=settings.top_p, top_k=0)
-    lookup = {} if draft is not None else dict(prompt_lookup_num_tokens=gamma)
     configs = {target: GenerationConfig(max_new_tokens=settings.max_new_tokens, do_sample=not settings.greedy,
                                         eos_token_id=eos, pad_token_id=eos[0] if eos else None,
-                                        **sampling, **lookup)}
+                                        **sampling, **(target_knobs or {}))}
     if draft is not None:  # transformers reads the assistant's knobs from the assistant's own config
-        configs[draft] = GenerationConfig(num_assistant_tokens=gamma, num_assistant_tokens_schedule="constant",
-                                          assistant_confidence_threshold=0.0)
+        configs[draft] = GenerationConfig(**(assistant_knobs or {}))
     seed = int(torch.randint(2**62, (1,), generator=generator, device=generator.device)) if generator else 0
     with torch.random.fork_rng(devices=[target.device] if target.device.type == "cuda" else []), \
             generation_configs(configs), counted(target, draft) as rec, torch.inference_mode():
@@ -130,9 +133,14 @@ def hf_generate(models: Models, prompt: Prompt, settings: DecodeSettings, genera
 
 
 def generate(models: Models, prompt: Prompt, settings: DecodeSettings, generator: torch.Generator | None = None,
-             gamma: int = 5) -> Result:
-    """`hf_assisted`: HF assisted generation with the pair's draft drafting `gamma` tokens per block."""
+             gamma: int = 5, schedule: str = "constant", confidence: float = 0.0) -> Result:
+    """`hf_assisted`: HF assisted generation with the pair's draft drafting `gamma` tokens per block (`schedule`
+    "heuristic" lets transformers grow and shrink it; `confidence` > 0 stops a block early when the draft is unsure)."""
     draft = models.draft
+    if gamma < 1:
+        raise ValueError(f"need gamma >= 1, got {gamma}")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule={schedule!r}; valid choices: {', '.join(SCHEDULES)}")
     if not isinstance(draft, GenerationMixin):
         raise TypeError(f"hf_assisted: the pair's draft ({type(draft).__module__}.{type(draft).__name__}) is not a "
                         "transformers GenerationMixin model; HF assisted generation drafts by calling "
@@ -146,15 +154,24 @@ def generate(models: Models, prompt: Prompt, settings: DecodeSettings, generator
     if draft is models.target:
         raise ValueError("hf_assisted: the draft is the target module itself; its statistics come from hooks that "
                          "tell target calls from draft calls by module, so load the draft as a separate copy")
-    return hf_generate(models, prompt, settings, generator, gamma, draft)
+    return hf_generate(models, prompt, settings, generator, draft, assistant_knobs=dict(
+        num_assistant_tokens=gamma, num_assistant_tokens_schedule=schedule, assistant_confidence_threshold=confidence))
 
 
 def generate_pld(models: Models, prompt: Prompt, settings: DecodeSettings, generator: torch.Generator | None = None,
                  gamma: int = 5) -> Result:
     """`hf_pld`: HF prompt-lookup decoding, drafting up to `gamma` tokens per block by n-gram match."""
+    if gamma < 1:
+        raise ValueError(f"need gamma >= 1, got {gamma}")
     if prompt.target.get("pixel_values") is not None:
         raise NotImplementedError(
             "hf_pld does not support image prompts: transformers' prompt lookup copies n-grams of the prompt, image "
             "placeholder tokens included, into its drafts, and LLaVA then fails with 'Image features and image "
             "tokens do not match' (e.g. after 'USER:' it drafts the '<image>' run that followed 'USER:' in the prompt)")
-    return hf_generate(models, prompt, settings, generator, gamma)
+    return hf_generate(models, prompt, settings, generator, target_knobs=dict(prompt_lookup_num_tokens=gamma))
+
+
+def generate_plain(models: Models, prompt: Prompt, settings: DecodeSettings,
+                   generator: torch.Generator | None = None) -> Result:
+    """`hf_generate`: transformers' own `generate()` on the target alone (dynamic cache, as a user calls it)."""
+    return hf_generate(models, prompt, settings, generator)

@@ -123,3 +123,18 @@ def test_embedded_pair_equals_ar():
         result = get_method(method)(pair.models, prompt, settings, None, gamma=4)
         assert result.tokens == ar
         check_stats(result)
+
+
+def test_plain_generate_and_transformers_default_assisted_shape_equal_ar():
+    """hf_generate (what a user runs without speculation) and hf_assisted at transformers' own defaults (20 tokens,
+    confidence 0.4) decode ar's tokens; a bad schedule names the valid ones."""
+    settings = DecodeSettings(max_new_tokens=30)
+    for prompt in PROMPTS:
+        ar = decode("ar", None, prompt, settings).tokens
+        plain = decode("hf_generate", None, prompt, settings)
+        assert plain.tokens == ar and plain.stats["target_calls"] == 30 and sum(plain.stats["drafted"]) == 0
+        assisted = decode("hf_assisted", DRAFTS["close"], prompt, settings, gamma=20, confidence=0.4)
+        assert assisted.tokens == ar
+        check_stats(assisted)
+    with pytest.raises(ValueError, match="schedule='fast'; valid choices: constant, heuristic"):
+        decode("hf_assisted", DRAFTS["close"], PROMPTS[0], settings, schedule="fast")
