@@ -9,5 +9,7 @@ from methods.speculative import speculate
 
 
 def generate(models: Models, prompt: Prompt, settings: DecodeSettings, generator: torch.Generator | None = None,
-             gamma: int = 5, drafting: str = "M", tree_width: int = 1) -> Result:
-    return speculate(models, prompt, settings, generator, [drafting], gamma=gamma, width=tree_width)
+             gamma: int = 5, drafting: str = "M", tree_width: int = 1, confidence: float = 0.0) -> Result:
+    """`confidence` > 0: blocks of up to `gamma` tokens that end where the draft's top probability drops below it."""
+    return speculate(models, prompt, settings, generator, [drafting], gamma=gamma, width=tree_width,
+                     confidence=confidence)

@@ -53,12 +53,17 @@ def speculate(
     batched: bool = True,
     layers: list[int] | None = None,
     new_drafter=None,
+    confidence: float = 0.0,
 ) -> Result:
     """With `layers` and `new_drafter(prompt_features)`, a feature-level drafter (EAGLE) replaces the draft
     model's Drafter: it reads the target's hidden states entering those layers, for the prompt at creation and
-    for every committed position after each verification (`observe`)."""
+    for every committed position after each verification (`observe`). `confidence` > 0 ends a block's drafting
+    early once the draft's top probability falls below it (transformers' assistant_confidence_threshold): a
+    decision on the draft's own distribution, so the output stays lossless."""
     if gamma < 1 or width < 1:
         raise ValueError(f"need gamma >= 1 and tree width >= 1, got gamma={gamma}, width={width}")
+    if not 0.0 <= confidence < 1.0:
+        raise ValueError(f"need 0 <= confidence < 1, got {confidence}")
     check_prompt(prompt)
     target, device = models.target, models.target.device
     t0 = now(device)
@@ -76,6 +81,7 @@ def speculate(
     t1 = now(device)
 
     stats = dict(target_calls=1, draft_calls=drafter.calls_per_step, accepted=[], drafted=[])
+    q_is_logits = settings.greedy and len(modes) == 1  # ensemble() skips the softmax then
     if len(modes) > 1:
         stats.update(weights=[], mode_agree=[])
     while not done:
@@ -89,6 +95,9 @@ def speculate(
             qs.append(q)
             mode_logits.append(lg)
             feed = cands[-1][:1]
+            if confidence and float((torch.softmax(q, -1) if q_is_logits else q).max()) < confidence:
+                break  # the draft is unsure of what follows: verify what it has
+        g = len(cands)
         stats["draft_calls"] += g * drafter.calls_per_step
 
         # Verify the block in one target forward: [last committed token, depth-0 candidates, ...].

@@ -71,3 +71,21 @@ def test_sd_rejects_bad_gamma_and_empty_prompt():
         decode("ar", None, torch.zeros(1, 0, dtype=torch.long), DecodeSettings(max_new_tokens=4))
     with pytest.raises(ValueError, match="unknown method 'nope'; valid choices: ar, eagle, .*sd, specvocab, tabed"):
         get_method("nope")
+
+
+@pytest.mark.parametrize("draft", list(DRAFTS))
+@pytest.mark.parametrize("width", [1, 2])
+def test_blocks_that_end_where_the_draft_is_unsure_stay_lossless(draft, width):
+    """confidence > 0 (transformers' assistant_confidence_threshold): blocks end early, of varying length, and the
+    output is still ar's."""
+    settings = DecodeSettings(max_new_tokens=37)
+    lengths = set()
+    for prompt in PROMPTS:
+        ar = decode("ar", None, prompt, settings)
+        result = get_method("sd")(Models(TARGET, DRAFTS[draft]), Prompt({"input_ids": prompt}), settings, None, gamma=8,
+                                  tree_width=width, confidence=0.5)
+        assert result.tokens[0] == ar
+        lengths |= set(result.stats["drafted"])
+    assert len(lengths) > 1 and min(lengths) < 8  # blocks did end early
+    with pytest.raises(ValueError, match="confidence"):
+        decode("sd", TARGET, PROMPTS[0], settings, confidence=1.5)

@@ -76,6 +76,12 @@ def test_sd_sampling_matches_target_distribution(temperature, top_p, gamma):
     assert chi_square_pvalue(counts, exact, RUNS) > 1e-3
 
 
+def test_blocks_that_end_where_the_draft_is_unsure_sample_the_target_distribution():
+    settings = DecodeSettings(max_new_tokens=3, temperature=1.0)
+    counts = sampled_counts("sd", Models(TARGET, DRAFT), settings, gamma=3, confidence=0.3)
+    assert chi_square_pvalue(counts, exact_joint(TARGET, settings), RUNS) > 1e-3
+
+
 def test_a_draft_with_a_smaller_vocabulary_samples_the_target_distribution():
     """A target padded past its tokenizer (LLaVA-1.5: 32064 rows) with a draft that is not: the draft's
     distribution is widened with zeros for the ids it cannot produce (it crashed in verification before)."""
