@@ -9,13 +9,14 @@ from __future__ import annotations
 import functools
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
 
 from harness import HarnessError
+from harness.kernels import choose_packing
 from harness.packing import pack_linears
 from harness.zoo import load_embedded
 from methods import Models, Prompt
@@ -197,6 +198,7 @@ class Pair:
     tokenizer: object
     processor: object | None
     eos_token_ids: tuple[int, ...]
+    kernels: dict = field(default_factory=dict)  # per model role: packed or not, and the timings that decided it
     chat_format: str | None = None  # a CHAT_FORMATS name, for tokenizers without a chat template
     system_prompt: str | None = None  # a system message before every conversation (as the anchor prompted the model)
 
@@ -260,21 +262,37 @@ def interleaved(message: dict, image_token: str) -> str | None:
     return message["content"].replace(IMAGE_MARKER, image_token)
 
 
-def load_pair(pair_cfg, device: torch.device, dtype: torch.dtype, need_draft: bool = True,
-              need_eagle: bool = False, pack: bool = False) -> Pair:
+def load_pair(pair_cfg, device: torch.device, dtype: torch.dtype | None, need_draft: bool = True,
+              need_eagle: bool = False, pack: bool | None = False, block: int = 1) -> Pair:
     """The pair's target and, as asked, its draft and EAGLE-3 drafter; with `pack`, their linear layers use
-    prepacked CPU weights (harness.packing)."""
-    target, tokenizer, processor = load_model(pair_cfg.target.id, dtype, device, pack)
+    prepacked CPU weights (harness.packing). `pack` None decides per model by timing the forward it runs most
+    (harness.kernels): the target's `block`-token forwards, a draft's 1-token steps."""
+    kernels = {}
+
+    def model(role: str, model_id: str, tokens: int):
+        if pack is not None:
+            kernels[role] = {"packed": pack}
+            return load_model(model_id, dtype, device, pack)
+        dense = load_model(model_id, dtype, device, False)
+        kernels[role] = choose_packing(model_id, dense[0], tokens, device)
+        return load_model(model_id, dtype, device, True) if kernels[role]["packed"] else dense
+
+    target, tokenizer, processor = model("target", pair_cfg.target.id, block)
     draft = eagle = None
     if need_eagle:
         if not pair_cfg.get("eagle"):
             raise HarnessError(f"pair {pair_cfg.name!r} has no EAGLE-3 drafter (pair.eagle.id), which this method needs")
-        eagle = load_eagle(pair_cfg.eagle.id, target, dtype, pack, pair_cfg.eagle.get("speculator"),
+        if pack is None:  # the drafter's 1-token steps pack as the target's own 1-token forward does
+            kernels["eagle"] = choose_packing(pair_cfg.target.id, load_model(pair_cfg.target.id, dtype, device, False)[0],
+                                              1, device)
+        else:
+            kernels["eagle"] = {"packed": pack}
+        eagle = load_eagle(pair_cfg.eagle.id, target, dtype, kernels["eagle"]["packed"], pair_cfg.eagle.get("speculator"),
                            pair_cfg.eagle.get("frequent_tokens"))
     if need_draft:
         if not pair_cfg.get("draft"):
             raise HarnessError(f"pair {pair_cfg.name!r} has no draft model, which this method needs")
-        draft = load_model(pair_cfg.draft.id, dtype, device, pack)[0]
+        draft = model("draft", pair_cfg.draft.id, 1)[0]
         if draft.config.get_text_config().vocab_size > target.config.get_text_config().vocab_size:
             raise HarnessError(f"draft {pair_cfg.draft.id} has a larger vocabulary than target {pair_cfg.target.id}; "
                                "drafted ids must be target ids")
@@ -292,8 +310,8 @@ def load_pair(pair_cfg, device: torch.device, dtype: torch.dtype, need_draft: bo
     if system and (processor is not None or chat_format):
         raise HarnessError(f"pair.target.system_prompt is for text targets with a chat template ({pair_cfg.target.id} "
                            + ("is a vision-language model)" if processor is not None else f"uses chat_format {chat_format})"))
-    pair = Pair(pair_cfg.name, Models(target, draft, tokenizer, eagle=eagle), tokenizer, processor, eos, chat_format,
-                system)
+    pair = Pair(pair_cfg.name, Models(target, draft, tokenizer, eagle=eagle), tokenizer, processor, eos, kernels,
+                chat_format, system)
     if draft is not None and processor is not None:
         from harness.captioner import load_captioner
 

@@ -43,8 +43,9 @@ class PackedLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
-def wanted(setting, device: torch.device, dtype: torch.dtype) -> bool:
-    """Whether to pack: `auto` packs float32 models on a CPU whose PyTorch has oneDNN; `true` insists."""
+def wanted(setting, device: torch.device, dtype: torch.dtype | None) -> bool | None:
+    """Whether to pack: `true` insists, `false` never; `auto` is None (each model decides by measurement,
+    harness.kernels) where packing is possible (float32 on a CPU whose PyTorch has oneDNN), else False."""
     choice = str(setting).lower()
     if choice not in CHOICES:
         raise HarnessError(f"pack_weights={setting!r}; valid choices: {', '.join(CHOICES)}")
@@ -53,7 +54,9 @@ def wanted(setting, device: torch.device, dtype: torch.dtype) -> bool:
         raise HarnessError(f"pack_weights=true needs a CPU device, dtype float32 and a PyTorch built with oneDNN "
                            f"(here: device {device}, dtype {dtype}, oneDNN {torch.backends.mkldnn.is_available()}); "
                            "use pack_weights=auto or false")
-    return choice != "false" and usable
+    if choice == "auto":
+        return None if usable else False
+    return choice == "true"
 
 
 def pack_linears(model: nn.Module) -> int:

@@ -1,0 +1,112 @@
+"""Kernel levers chosen by measurement on the machine at hand, never by rule.
+
+`pack_weights=auto` (harness.packing): oneDNN-prepacked linear weights make a 6-token verify cost about one
+1-token step on every CPU measured so far, but the 1-token step itself was 1.4x faster packed on an AMD EPYC and
+1.4x slower on an Intel Xeon (AVX-512, AMX). So `auto` times, for each model of a pair, the forward that model
+runs most in the cell's method (a 1-token step for `ar`'s target and for every draft; a block of gamma + 1 tokens,
+or the tree's nodes, for a speculative method's target) with dense and with packed weights, interleaved, at a
+fixed context, and packs only the models that run faster packed. `ar` therefore always decodes with whichever
+setting makes it fastest. Timings are cached per machine (CPU name, library versions, threads), model, dtype and
+shape in $SPEC_HARNESS_CACHE/kernels.json (default ~/.cache/spec-harness), and every cell records them in env.json.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from harness.packing import pack_linears
+from methods.core import crop_cache, forward, new_cache, now
+
+CONTEXT = 64  # tokens of context the timed forwards attend to
+REPEATS = 9  # timed rounds (the median is kept), after WARMUP rounds
+WARMUP = 2
+
+
+def cache_file() -> Path:
+    return Path(os.environ.get("SPEC_HARNESS_CACHE", "~/.cache/spec-harness")).expanduser() / "kernels.json"
+
+
+def machine() -> str:
+    """What a timing depends on besides the model: the CPU, the libraries and the thread count."""
+    import transformers
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return f"{cpu} | torch {torch.__version__} | transformers {transformers.__version__} | {torch.get_num_threads()} threads"
+
+
+@torch.inference_mode()
+def time_forwards(models: dict, tokens: int, device: torch.device) -> dict[str, float]:
+    """Median milliseconds of a `tokens`-token forward after CONTEXT tokens, per model in `models` (name -> model),
+    the models taking turns (interleaved, alternating order) so that drift on a shared machine hits all alike."""
+    vocab = min(m.config.get_text_config().vocab_size for m in models.values())
+    ids = torch.randint(vocab, (1, CONTEXT + tokens), generator=torch.Generator().manual_seed(0)).to(device)
+    caches = {}
+    for name, model in models.items():
+        caches[name] = new_cache(model)
+        forward(model, caches[name], ids[:, :CONTEXT], logits_to_keep=1)
+    times = {name: [] for name in models}
+    order = list(models)
+    for rnd in range(WARMUP + REPEATS):
+        for name in order if rnd % 2 == 0 else order[::-1]:
+            start = now(device)
+            forward(models[name], caches[name], ids[:, CONTEXT:], logits_to_keep=tokens)
+            elapsed = now(device) - start
+            crop_cache(caches[name], CONTEXT)
+            if rnd >= WARMUP:
+                times[name].append(elapsed)
+    return {name: statistics.median(t) * 1e3 for name, t in times.items()}
+
+
+def measure(model, tokens: int, device: torch.device) -> dict[str, float]:
+    """{"dense_ms", "packed_ms"}: a `tokens`-token forward of `model` as it is and of a packed copy of it."""
+    packed = copy.deepcopy(model)
+    pack_linears(packed)
+    ms = time_forwards({"dense": model, "packed": packed}, tokens, device)
+    return {"dense_ms": round(ms["dense"], 3), "packed_ms": round(ms["packed"], 3)}
+
+
+def choose_packing(model_id: str, model, tokens: int, device: torch.device, measure_fn=None) -> dict:
+    """Whether `model` (dense, as loaded) decodes faster packed at `tokens` tokens a forward: the cached timing when
+    this machine has one for this model, dtype and shape, else a fresh measurement (a few seconds, once)."""
+    key = f"{machine()} | {model_id} | {str(model.dtype).removeprefix('torch.')} | {tokens} tokens"
+    file = cache_file()
+    try:
+        cached = json.loads(file.read_text())
+    except (OSError, json.JSONDecodeError):
+        cached = {}
+    if key in cached:
+        return {**cached[key], "cached": True}
+    timing = {**(measure_fn or measure)(model, tokens, device), "tokens": tokens, "measured_at": time.strftime("%Y-%m-%d %H:%M:%S")}
+    timing["packed"] = timing["packed_ms"] < timing["dense_ms"]
+    cached[key] = timing
+    file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = file.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(cached, indent=1))
+    tmp.replace(file)  # atomic: parallel jobs never read half a file
+    return {**timing, "cached": False}
+
+
+def block_tokens(method_name: str, options: dict) -> int:
+    """Tokens per target forward the method runs most: 1 for `ar` and plain generation, the verified block for a
+    speculative method (gamma + 1 for a chain, 1 + gamma * tree_width with siblings, total_tokens for a dynamic tree,
+    3 for blocks that end at a confidence threshold, which measured at ~2 drafted tokens here)."""
+    gamma = options.get("gamma")
+    if not gamma:
+        return 1
+    if options.get("confidence"):  # blocks end where the draft is unsure: 1-3 drafted tokens on the embedded pair
+        return 1 + min(int(gamma), 2)
+    if options.get("top_k"):
+        return int(options.get("total_tokens", 60))
+    return 1 + int(gamma) * int(options.get("tree_width", 1) or 1)
