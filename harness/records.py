@@ -19,6 +19,7 @@ import torch
 from harness import PROJECT_ROOT, HarnessError
 
 SAMPLES, SUMMARY, CONFIG, ENV = "samples.jsonl", "summary.json", "config.yaml", "env.json"
+BASELINE = "baseline.json"  # an ar cell's calibration against transformers' generate() (harness.baseline)
 # Settings that define a cell's numbers: a rerun into the same directory must agree on all of them.
 IDENTITY_KEYS = ("method", "pair", "dataset", "max_new_tokens", "temperature", "top_p", "seed", "warmup", "dtype",
                  "pack_weights", "reuse_first_turn")

@@ -337,15 +337,37 @@ def latex(t: pd.DataFrame, title: str) -> str:
             f"\\parbox{{\\linewidth}}{{\\footnotesize {tex(FOOTNOTE)}}}\n\\caption{{{tex(title)}}}\n\\end{{table*}}\n")
 
 
-def write_tables(built: tuple[dict[str, pd.DataFrame], pd.DataFrame], out: Path, name: str) -> str:
-    """name.md and name.tex (the wide tables), name.csv (the numbers behind them, one row per group)."""
+def write_tables(built: tuple[dict[str, pd.DataFrame], pd.DataFrame], out: Path, name: str, header: str = "") -> str:
+    """name.md (after `header`) and name.tex (the wide tables), name.csv (the numbers behind them, one row per group)."""
     tables, numbers = built
     md = "".join(f"#### {title}\n\n{flat_markdown(t)}\n" for title, t in tables.items())
     md += f"{FOOTNOTE}\n" if tables else ""
-    (out / f"{name}.md").write_text(md)
+    (out / f"{name}.md").write_text(header + md)
     (out / f"{name}.tex").write_text("\n".join(latex(t, title) for title, t in tables.items()))
     numbers.to_csv(out / f"{name}.csv", index=False)
     return md
+
+
+def baseline_strength(root: Path) -> str:
+    """The header every report file starts with: each ar cell's calibration against transformers' generate()
+    (harness.baseline), loudly marked where a weak baseline was accepted."""
+    lines = []
+    for path in sorted(root.rglob(SUMMARY)):
+        if any(p.startswith(".") for p in path.relative_to(root).parts):
+            continue
+        summary = json.loads(path.read_text())
+        b = summary.get("baseline") or {}
+        if "ratio" not in b:
+            continue
+        weak = (" **‼ WEAK BASELINE, accepted (accept_weak_baseline=true): every speedup over this ar is inflated**"
+                if b.get("accepted_weak") else "")
+        lines.append(f"- ar vs transformers generate: {b['ratio']:.2f}× (95% interval {b['ratio_lo']:.2f}–"
+                     f"{b['ratio_hi']:.2f}; {summary['pair']}, {summary['dataset']}: "
+                     f"{b['ar_ms_per_token']:.2f} vs {b['generate_ms_per_token']:.2f} ms/token over {b['prompts']} "
+                     f"prompts × {b['max_new_tokens']} tokens × {b['repeats']}, interleaved){weak}")
+    if not lines:
+        lines = ["- no ar cell here was calibrated against transformers' generate() (harness/baseline.py)"]
+    return "\n".join(["#### Baseline strength", "", *lines, "", ""])
 
 
 def report(root: Path) -> str:
@@ -353,16 +375,17 @@ def report(root: Path) -> str:
     df = load(root)
     cells = summarize(df, CELL_KEYS)
     cells.to_csv(root / "report.csv", index=False)
-    text = render_cells(cells)
+    header = baseline_strength(root)
+    text = header + render_cells(cells)
     out = root / "tables"
     out.mkdir(exist_ok=True)
-    parts = [text, write_tables(table1(df), out, "table1"), write_tables(eagle(df), out, "eagle"),
-             write_tables(second_turn(df), out, "second_turn")]
+    parts = [text, write_tables(table1(df), out, "table1", header), write_tables(eagle(df), out, "eagle", header),
+             write_tables(second_turn(df), out, "second_turn", header)]
     rob = robust(df)
     rob.to_csv(out / "robust.csv", index=False)
     if len(rob):
         rob_md = rob.to_markdown(index=False, floatfmt=".2f")
-        (out / "robust.md").write_text(f"{rob_md}\n\n{FOOTNOTE}\n")
+        (out / "robust.md").write_text(f"{header}{rob_md}\n\n{FOOTNOTE}\n")
         (out / "robust.tex").write_text(latex(rob.set_index(["pair", "method"]), "Robust speedup (mean over "
                                                                                   "datasets) and worst dataset"))
         parts.append(f"#### Robust speedup\n\n{rob_md}\n")

@@ -12,11 +12,11 @@ import torch
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from harness import HarnessError, packing
+from harness import HarnessError, baseline, kernels, packing
 from harness.data import Sample, load_samples, open_images
-from harness.models import Pair, load_pair, resolve_device, resolve_dtype
+from harness.models import Pair, load_model, load_pair, resolve_device, resolve_dtype
 from harness.records import (
-    CONFIG, ENV, SAMPLES, SUMMARY, append_sample, cell_dir, check_identity, environment, load_summary,
+    BASELINE, CONFIG, ENV, SAMPLES, SUMMARY, append_sample, cell_dir, check_identity, environment, load_summary,
     read_complete, summarize, write_atomic,
 )
 from methods import DecodeSettings, get_method
@@ -82,6 +82,34 @@ def stored_first_turns(cfg) -> dict[str, str]:
     return {r["id"]: r["output_text"] for r in read_complete(cell) if r["turn"] == 0 and r["status"] == "ok"}
 
 
+def baseline_strength(cfg, pair: Pair, samples: list[Sample], settings_base: dict, dtype, device) -> dict:
+    """harness.baseline's calibration of this `ar` against transformers' generate() on the cell's first prompts;
+    raises (before any decoding) when ours is slower and the user has not accepted that."""
+    settings = DecodeSettings(**{**settings_base, "max_new_tokens": min(cfg.max_new_tokens, baseline.TOKENS)},
+                              eos_token_ids=pair.eos_token_ids)
+    prompts = []
+    for s in samples:  # the first prompts that build: a bad sample is the run's to record, not the calibration's
+        if len(prompts) == baseline.PROMPTS:
+            break
+        try:
+            n = s.images_per_turn()[0]
+            if not s.error and s.turns[0].strip():
+                prompts.append(pair.encode([{"role": "user", "content": s.turns[0], "n_images": n}],
+                                           open_images(s.images[:n])))
+        except Exception:  # noqa: BLE001 - e.g. an unreadable image: that sample fails later, in its own record
+            continue
+    if not prompts or not settings.greedy:
+        return {"skipped": "no usable prompt" if not prompts else "sampling: greedy outputs are what it compares"}
+    dense = load_model(cfg.pair.target.id, dtype, device, False)[0]  # what a user's generate() runs
+    result = baseline.calibrate(pair, dense, prompts, settings)
+    result["accepted_weak"] = baseline.weak(result) and bool(cfg.get("accept_weak_baseline", False))
+    log.info("baseline: our ar %.2f ms/token, transformers generate() %.2f ms/token: ar vs generate %.2fx (%.2f-%.2f)",
+             result["ar_ms_per_token"], result["generate_ms_per_token"], result["ratio"], result["ratio_lo"],
+             result["ratio_hi"])
+    baseline.check(result, bool(cfg.get("accept_weak_baseline", False)))
+    return result
+
+
 def run_cell(cfg) -> dict:
     cell = cell_dir(cfg)
     resolved = OmegaConf.to_container(cfg, resolve=True)
@@ -103,7 +131,8 @@ def run_cell(cfg) -> dict:
                            "0 < top_p <= 1")
     pack = packing.wanted(cfg.pack_weights, device, dtype)
     pair = load_pair(cfg.pair, device, dtype, need_draft=cfg.method.get("needs_draft", False),
-                     need_eagle=cfg.method.get("needs_eagle", False), pack=pack)
+                     need_eagle=cfg.method.get("needs_eagle", False), pack=pack,
+                     block=kernels.block_tokens(cfg.method.name, options))
     settings = DecodeSettings(**settings_base, eos_token_ids=pair.eos_token_ids)
 
     cell.mkdir(parents=True, exist_ok=True)
@@ -111,8 +140,9 @@ def run_cell(cfg) -> dict:
     write_atomic(cell / CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
     dtypes = {role: str(next(m.parameters()).dtype).removeprefix("torch.") for role, m in
               (("target", pair.models.target), ("draft", pair.models.draft), ("eagle", pair.models.eagle)) if m is not None}
-    write_atomic(cell / ENV, json.dumps({**environment(device), "packed_linear_weights": pack, "dtypes": dtypes},
-                                        indent=2))
+    packed = {role: k["packed"] for role, k in pair.kernels.items()}
+    write_atomic(cell / ENV, json.dumps({**environment(device), "packed_linear_weights": packed, "dtypes": dtypes,
+                                         "kernels": pair.kernels, "kernel_machine": kernels.machine()}, indent=2))
     done = read_complete(cell)
     done_ids = {r["id"] for r in done}
     todo = [(i, s) for i, s in enumerate(samples) if s.id not in done_ids]
@@ -123,6 +153,11 @@ def run_cell(cfg) -> dict:
                               eos_token_ids=pair.eos_token_ids)
         for _ in range(cfg.warmup):  # not recorded: first calls pay for allocation and kernel selection
             decode_sample(pair, generate, options, dataclasses.replace(samples[0], turns=samples[0].turns[:1]), warm, cfg.seed)
+
+    strength = None
+    if todo and cfg.method.name == "ar" and cfg.get("baseline_check", True):
+        strength = baseline_strength(cfg, pair, samples, settings_base, dtype, device)
+        write_atomic(cell / BASELINE, json.dumps(strength, indent=2))
 
     wanted = {s.id for s in samples}
     records = [r for r in done if r["id"] in wanted]
@@ -145,6 +180,7 @@ def run_cell(cfg) -> dict:
         "dataset": cfg.dataset.name, "dataset_source": loaded.info["source"], "dataset_selection": loaded.info,
         "sample_ids": [s.id for s in samples], "n_samples": len(samples), "warmup": cfg.warmup,
         "settings": settings_base, "run_seconds_this_session": time.perf_counter() - started,
+        **({"baseline": strength} if strength else {}),
     })
     write_atomic(cell / SUMMARY, json.dumps(summary, indent=2))
     log.info("%s: tau %.2f over %d ok records, %d failed", cell, summary["tau"] or 0, summary["n_ok"], summary["n_failed"])

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from tests.conftest import ROOT, harness_cli, pair_overrides
+from tests.conftest import ACCEPT_WEAK, ROOT, harness_cli, pair_overrides
 
 FAST = ["max_new_tokens=24", "warmup=1", "progress=false"]
 
@@ -57,7 +57,7 @@ def test_killed_run_resumes_without_loss_or_duplicates(tmp_path, random_pair_dir
             *pair_overrides(random_pair_dir)]
     cell = tmp_path / "results" / "kill" / "tiny-random" / "tiny" / "sd_M_g2_w1"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "harness", *args], cwd=tmp_path, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "harness", *args, *ACCEPT_WEAK], cwd=tmp_path, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     while time.time() < deadline:

@@ -13,12 +13,12 @@ from hydra import compose, initialize_config_dir
 
 from harness.run import run_cell
 from tests import replicas as R
-from tests.conftest import ROOT
+from tests.conftest import ACCEPT_WEAK, ROOT
 
 # The methods each kind of pair supports, as a user names them (method group entries).
 LLAVA_METHODS = ["sd", "grid/sd_T", "grid/sd_C", "grid/sd_P", "grid/sd_w2", "tabed", "grid/tabed_MTCP", "hf_assisted"]
 EAGLE_METHODS = ["eagle", "grid/eagle_full", "grid/eagle_tree16", "eagle+tree_width=2"]
-FAST = ["max_new_tokens=10", "warmup=0", "progress=false", "temperature=0.0"]
+FAST = ["max_new_tokens=10", "warmup=0", "progress=false", "temperature=0.0", *ACCEPT_WEAK]
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from harness.report import CELL_KEYS, load, status, summarize
-from tests.conftest import ROOT, harness_cli, pair_overrides
+from tests.conftest import ACCEPT_WEAK, ROOT, harness_cli, pair_overrides
 
 # The smoke preset (ar and sd on the tiny set), on all 10 prompts so that a kill lands inside the sd cell.
 SWEEP = ["-m", "+sweep=smoke", "n_samples=null", "max_new_tokens=48", "progress=false"]
@@ -40,7 +40,7 @@ def test_killed_sweep_resumes_and_reports_like_an_uninterrupted_one(tmp_path, ra
     args = [*SWEEP, *pair_overrides(random_pair_dir)]
     run = tmp_path / "results" / "smoke" / "tiny-random" / "tiny"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "harness", *args], cwd=tmp_path, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "harness", *args, *ACCEPT_WEAK], cwd=tmp_path, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     started = wait_for(lambda: (run / "ar" / "summary.json").exists() and (run / SD / "samples.jsonl").exists()
                        and len((run / SD / "samples.jsonl").read_text().splitlines()) >= 2)

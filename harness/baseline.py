@@ -1,0 +1,79 @@
+"""How strong is our `ar`? Every ratio the harness prints divides by it, so every `ar` cell first times it against
+transformers' own `generate()` (greedy, dynamic cache, dense weights: what a user runs today) on the same target,
+machine and prompts, interleaved, and refuses to decode when ours is slower (the ratio's whole 95% interval below
+1) unless `accept_weak_baseline=true` (reports then mark every table). The check is a timing, so the test suite accepts weak baselines (tests/conftest.py):
+speed is asserted by `make bench`, never by a unit test. The result is stored in the cell (baseline.json, summary.json) and printed in
+the report's header.
+"""
+from __future__ import annotations
+
+import random
+import statistics
+import time
+
+from harness import HarnessError
+from methods import DecodeSettings, Models, get_method
+from methods.core import now
+
+PROMPTS, TOKENS, REPEATS = 2, 24, 3  # about 10 s on the embedded pair
+
+
+def calibrate(pair, dense_target, prompts: list, settings: DecodeSettings, repeats: int = REPEATS) -> dict:
+    """Our `ar` (as the cell runs it) against `generate()` on `dense_target` (the same weights, unpacked), each
+    prompt `repeats` times in alternating order after one untimed call each. The ratio (> 1: ours is faster) is
+    the median over (prompt, repeat) of generate's time over ours for the same prompt back to back, so drift on
+    a shared machine cancels; the per-token times are totals. Also says whether every output was identical."""
+    ours, theirs = get_method("ar"), get_method("hf_generate")
+    runs = {"ar": (ours, pair.models), "generate": (theirs, Models(dense_target))}
+    seconds, tokens, ratios, identical = {k: 0.0 for k in runs}, {k: 0 for k in runs}, [], True
+    for prompt in prompts[:1]:
+        for fn, models in runs.values():
+            fn(models, prompt, settings)  # untimed: allocation, kernel selection
+    device = pair.device
+    for r in range(repeats):
+        for i, prompt in enumerate(prompts):
+            outs, spent = {}, {}
+            for name in (list(runs) if (r + i) % 2 == 0 else list(runs)[::-1]):
+                fn, models = runs[name]
+                start = now(device)
+                outs[name] = fn(models, prompt, settings).tokens[0]
+                spent[name] = now(device) - start
+                seconds[name] += spent[name]
+                tokens[name] += len(outs[name])
+            identical &= outs["ar"] == outs["generate"]
+            ratios.append(spent["generate"] / spent["ar"])
+    per_token = {k: seconds[k] / max(1, tokens[k]) for k in runs}
+    lo, hi = median_interval(ratios)
+    return {"ar_ms_per_token": round(per_token["ar"] * 1e3, 3), "generate_ms_per_token": round(per_token["generate"] * 1e3, 3),
+            "ratio": round(statistics.median(ratios), 4), "ratio_lo": round(lo, 4), "ratio_hi": round(hi, 4),
+            "prompts": len(prompts), "repeats": repeats,
+            "max_new_tokens": settings.max_new_tokens, "identical": identical,
+            "generate": "transformers generate(): greedy, dynamic cache, dense weights",
+            "measured_at": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+def median_interval(ratios: list[float], resamples: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """95% percentile-bootstrap interval of the median of the paired ratios."""
+    rng = random.Random(seed)
+    medians = sorted(statistics.median(rng.choices(ratios, k=len(ratios))) for _ in range(resamples))
+    return medians[int(0.025 * resamples)], medians[int(0.975 * resamples) - 1]
+
+
+def weak(result: dict) -> bool:
+    """Ours is slower, beyond the calibration's own noise: the whole 95% interval of the ratio lies below 1. Both
+    loops run the same model forward, which bounds a decoding step on a CPU, so parity is the expected outcome
+    there and must not be refused at random."""
+    return result["ratio_hi"] < 1.0
+
+
+def check(result: dict, accept_weak: bool) -> None:
+    """Refuse a weak baseline unless the user accepts it, loudly."""
+    if not result["identical"]:
+        raise HarnessError("baseline calibration: our ar and transformers' generate() decoded different tokens for the "
+                           "same greedy prompt; every ratio would compare different outputs (a bug to report)")
+    if weak(result) and not accept_weak:
+        raise HarnessError(f"baseline calibration: our ar is slower than transformers' generate() on this machine "
+                           f"({result['ar_ms_per_token']:.2f} vs {result['generate_ms_per_token']:.2f} ms/token, "
+                           f"{result['ratio']:.2f}x, 95% interval {result['ratio_lo']:.2f}-{result['ratio_hi']:.2f}), so "
+                           "every speedup over it would be inflated. Try pack_weights=false or true, or run with "
+                           "accept_weak_baseline=true (every table then says so)")
