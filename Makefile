@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 run: setup
-	$(PY) -m harness -m method=ar,sd,grid/sd_g3_w2 run_name=$(RUN) $(QUICK)
+	$(PY) -m harness -m method=ar,sd,grid/sd_g3_w2,grid/sd_dynamic run_name=$(RUN) $(QUICK)
 	$(PY) -m harness.report results/$(RUN)
 
 test: setup

@@ -3,6 +3,8 @@
 decoder's greedy output differs from `ar` (a benchmark of a wrong decoder is worthless).
 
 Sections (the text ones on --pair):
+  baseline  our `ar` (dense, packed, auto) vs transformers' generate(), and the best `sd` vs plain generate() and
+            vs the best transformers assisted-generation setting: what every speedup should be read against;
   sd        `ar` vs `sd`: time per new token, tau, speedup;
   hf        our `sd` vs transformers' assisted generation (`hf_assisted`, and `hf_pld`), same pair and gamma;
   overhead  fraction of decode walltime outside target and draft forwards (`ar`, `sd`, `hf_assisted`);
@@ -36,15 +38,20 @@ from methods.drafting import Drafter
 from methods.hf_assisted import n_tokens
 
 
-def load(pair: str, device, eagle: bool = False, pack="auto"):
-    """A pair by config name (conf/pair/NAME.yaml) or by the path of a pair yaml; with `eagle`, its EAGLE-3
-    drafter instead of a draft model; `pack` as the run setting `pack_weights` (harness.packing)."""
+def pair_config(pair: str):
+    """A pair by config name (conf/pair/NAME.yaml) or by the path of a pair yaml."""
     path = Path(pair) if pair.endswith(".yaml") else PROJECT_ROOT / f"conf/pair/{pair}.yaml"
     if not path.is_file():
         valid = ", ".join(sorted(p.stem for p in (PROJECT_ROOT / "conf" / "pair").glob("*.yaml")))
         raise SystemExit(f"unknown pair {pair!r}: give a pair yaml path or one of: {valid}")
+    return OmegaConf.load(path)
+
+
+def load(pair: str, device, eagle: bool = False, pack="auto"):
+    """The pair `pair` (pair_config); with `eagle`, its EAGLE-3 drafter instead of a draft model; `pack` as the run
+    setting `pack_weights` (harness.packing)."""
     dtype = resolve_dtype("auto", device)
-    return load_pair(OmegaConf.load(path), device, dtype, need_draft=not eagle, need_eagle=eagle,
+    return load_pair(pair_config(pair), device, dtype, need_draft=not eagle, need_eagle=eagle,
                      pack=packing.wanted(pack, device, dtype))
 
 
@@ -304,7 +311,7 @@ def bench_vocab(args, device) -> tuple[list[str], dict]:
     drafters = {"full": pair.models.eagle}
     for model_id in args.reduced.split(",") if args.reduced else []:
         drafters[Path(model_id.removeprefix("embedded:")).name] = load_eagle(
-            model_id, target, target.dtype, packing.wanted(args.pack_weights, device, target.dtype))
+            model_id, target, target.dtype, pair.kernels["eagle"]["packed"])  # packed as the pair's own drafter
     g, eagle = args.gamma, get_method("eagle")
     grid = {f"eagle full_g{g}": ("full", "full", 0)}  # variant -> (drafter, head, head size)
     grid.update({f"eagle {name}_g{g}": (name, "reduced", 0) for name in drafters if name != "full"})
@@ -364,7 +371,67 @@ def bench_vocab(args, device) -> tuple[list[str], dict]:
     return rows, {"runs": runs, "draft_step_s": times}
 
 
-SECTIONS = {"sd": bench_sd, "hf": bench_hf, "overhead": bench_overhead, "cost": bench_cost, "kernels": bench_kernels,
+def bench_baseline(args, device) -> tuple[list[str], dict]:
+    """How strong is the baseline every ratio divides by? Our `ar` dense, packed and as `pack_weights=auto` picks
+    for it, against transformers' own generate() dense and packed; then the best of our `sd` shapes (each model
+    packed as auto picks for the shape it runs) against plain generate() and against the best transformers
+    assisted-generation setting: its defaults (20 tokens, confidence threshold 0.4) and a constant-gamma grid."""
+    from harness import kernels
+    from methods import Models
+
+    pairs = {"dense": load(args.pair, device, pack="false")}
+    pairs["packed"] = load(args.pair, device, pack="true") if device.type == "cpu" else pairs["dense"]
+    cfg = pair_config(args.pair)
+    target_id, draft_id = cfg.target.id, cfg.draft.id
+
+    def auto(model_id, who, tokens):  # which copy pack_weights=auto decodes with at this shape
+        if device.type != "cpu":
+            return "dense"
+        dense = getattr(pairs["dense"].models, who)
+        return "packed" if kernels.choose_packing(model_id, dense, tokens, device)["packed"] else "dense"
+
+    def models(target_kind, draft_kind):
+        return Models(pairs[target_kind].models.target, pairs[draft_kind].models.draft, pairs["dense"].models.tokenizer)
+
+    ar_kind = auto(target_id, "target", 1)
+    shapes = {"sd_g5": dict(gamma=5), "sd_g3_w2": dict(gamma=3, tree_width=2)}
+    draft_kind = auto(draft_id, "draft", 1)
+    ar, gen, sd, hf = (get_method(m) for m in ("ar", "hf_generate", "sd", "hf_assisted"))
+    variants = {"ar": (ar, {}), "ar dense": (ar, {}), "ar packed": (ar, {}), "generate dense": (gen, {}),
+                "generate packed": (gen, {})}
+    own = {"ar": pairs[ar_kind].models, "ar dense": pairs["dense"].models, "ar packed": pairs["packed"].models,
+           "generate dense": pairs["dense"].models, "generate packed": pairs["packed"].models}
+    for name, shape in shapes.items():
+        variants[name] = (sd, shape)
+        own[name] = models(auto(target_id, "target", kernels.block_tokens("sd", shape)), draft_kind)
+    for kind in ("dense", "packed"):  # transformers' default block shape (grid/sd_dynamic): short blocks, either kernel
+        name = f"sd dynamic {kind}"
+        shapes[name] = dict(gamma=20, confidence=0.4)
+        variants[name], own[name] = (sd, shapes[name]), models(kind, draft_kind)
+    assisted = {"hf_assisted defaults": dict(gamma=20, confidence=0.4), "hf_assisted_g3": dict(gamma=3),
+                "hf_assisted_g5": dict(gamma=5), "hf_assisted_g5 packed": dict(gamma=5)}
+    for name, opts in assisted.items():
+        variants[name] = (hf, opts)
+        own[name] = pairs["packed" if name.endswith("packed") else "dense"].models
+    runs = interleaved(args, device, variants, pair=pairs["dense"], models=own)
+    med = {name: per_token(v) for name, v in runs.items()}
+    best_sd = min(shapes, key=med.get)
+    best_hf = min(assisted, key=med.get)
+    rows = [f"## Baseline strength: {setting(args)}; our ar decodes {ar_kind} (pack_weights=auto, measured), "
+            f"each sd model as auto picks for its shape", "",
+            "| variant | median ms / new token | tau | vs our ar |", "|---|---|---|---|"]
+    rows += [f"| {name} | {med[name] * 1e3:.1f} | {tau_of(runs[name]):.2f} | {med['ar'] / med[name]:.2f}x |" for name in runs]
+    vs_generate, best_vs_generate = med["generate dense"] / med["ar"], med["generate dense"] / med[best_sd]
+    vs_hf = med[best_hf] / med[best_sd]
+    rows += ["", f"**ar vs generate: {vs_generate:.2f}x** (goal >= 1.00: {'met' if vs_generate >= 1 else 'NOT MET'}; "
+             f"best generate setting: {min(('generate dense', 'generate packed'), key=med.get)})",
+             f"**best sd vs generate: {best_vs_generate:.2f}x** ({best_sd} against plain generate(), dense)",
+             f"**best sd vs best hf_assisted: {vs_hf:.2f}x** ({best_sd} against {best_hf}; goal >= 1.3: "
+             f"{'met' if vs_hf >= 1.3 else 'not met'})"]
+    return rows, dict(runs=runs, ar_kind=ar_kind, best_sd=best_sd, best_hf=best_hf)
+
+
+SECTIONS = {"baseline": bench_baseline, "sd": bench_sd, "hf": bench_hf, "overhead": bench_overhead, "cost": bench_cost, "kernels": bench_kernels,
             "tabed": bench_tabed, "vocab": bench_vocab}
 
 

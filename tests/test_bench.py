@@ -77,3 +77,17 @@ def test_vocab_section_times_every_head(tmp_path, random_pair_dir):
         assert row in table
     raw = json.loads((tmp_path / "bench" / "raw.json").read_text())
     assert len(raw["vocab"]["draft_step_s"]["specvocab k16_g5"]) == 3
+
+
+def test_baseline_section_names_the_rows_a_script_reads(tmp_path, random_pair_dir):
+    pair = tmp_path / "pair.yaml"
+    pair.write_text(yaml.safe_dump({"name": "tiny-random", "target": {"id": str(random_pair_dir / "target")},
+                                    "draft": {"id": str(random_pair_dir / "draft")}}))
+    assert main(["--sections", "baseline", "--pair", str(pair), "--prompts", "2", "--repeats", "1",
+                 "--max-new-tokens", "8", "--out", str(tmp_path / "bench")]) == 0
+    table = (tmp_path / "bench" / "latest.md").read_text()
+    for row in ("| ar dense |", "| ar packed |", "| generate dense |", "| generate packed |", "| sd_g3_w2 |",
+                "| hf_assisted defaults |", "| sd dynamic packed |", "**ar vs generate: ", "**best sd vs generate: ", "**best sd vs best hf_assisted: "):
+        assert row in table
+    raw = json.loads((tmp_path / "bench" / "raw.json").read_text())["baseline"]
+    assert raw["ar_kind"] in ("dense", "packed") and raw["best_sd"].startswith("sd")
