@@ -50,8 +50,9 @@ def machine() -> str:
 def time_forwards(models: dict, tokens: int, device: torch.device) -> dict[str, float]:
     """Median milliseconds of a `tokens`-token forward after CONTEXT tokens, per model in `models` (name -> model),
     the models taking turns (interleaved, alternating order) so that drift on a shared machine hits all alike."""
-    vocab = min(m.config.get_text_config().vocab_size for m in models.values())
-    ids = torch.randint(vocab, (1, CONTEXT + tokens), generator=torch.Generator().manual_seed(0)).to(device)
+    # ordinary text ids: a vision model's image placeholder id among them would ask for image features
+    vocab = min(1000, *(m.config.get_text_config().vocab_size for m in models.values()))
+    ids = torch.randint(3, vocab, (1, CONTEXT + tokens), generator=torch.Generator().manual_seed(0)).to(device)
     caches = {}
     for name, model in models.items():
         caches[name] = new_cache(model)

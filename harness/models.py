@@ -235,7 +235,7 @@ class Pair:
         """A user turn whose text already carries one IMAGE_MARKER per image (Interleave-Bench questions) keeps
         them where they are, as the processor's image token, and is the whole turn (as TABED feeds it); otherwise
         its images come first, as the chat template places them."""
-        turns = [(m, interleaved(m, self.processor.image_token)) for m in messages]
+        turns = [(m, interleaved(m, getattr(self.processor, "image_token", IMAGE_MARKER))) for m in messages]
         if getattr(self.processor, "chat_template", None):
             chat = [{"role": m["role"], "content": ([] if text is not None else [{"type": "image"}] * m.get("n_images", 0))
                      + [{"type": "text", "text": m["content"] if text is None else text}]} for m, text in turns]
