@@ -30,7 +30,7 @@ from omegaconf import OmegaConf
 
 from harness import PROJECT_ROOT, packing
 from harness.data import load_samples, open_images
-from harness.models import load_pair, resolve_device, resolve_dtype
+from harness.models import load_pair, pair_config, resolve_device, resolve_dtype
 from harness.records import environment
 from methods import DecodeSettings, get_method
 from methods.core import crop_cache, forward, new_cache, now
@@ -38,21 +38,13 @@ from methods.drafting import Drafter
 from methods.hf_assisted import n_tokens
 
 
-def pair_config(pair: str):
-    """A pair by config name (conf/pair/NAME.yaml) or by the path of a pair yaml."""
-    path = Path(pair) if pair.endswith(".yaml") else PROJECT_ROOT / f"conf/pair/{pair}.yaml"
-    if not path.is_file():
-        valid = ", ".join(sorted(p.stem for p in (PROJECT_ROOT / "conf" / "pair").glob("*.yaml")))
-        raise SystemExit(f"unknown pair {pair!r}: give a pair yaml path or one of: {valid}")
-    return OmegaConf.load(path)
-
-
-def load(pair: str, device, eagle: bool = False, pack="auto"):
-    """The pair `pair` (pair_config); with `eagle`, its EAGLE-3 drafter instead of a draft model; `pack` as the run
-    setting `pack_weights` (harness.packing)."""
+def load(pair: str, device, eagle: bool = False, pack="auto", block: int = 1):
+    """The pair `pair` (a config name or yaml path); with `eagle`, its EAGLE-3 drafter instead of a draft model;
+    `pack` as the run setting `pack_weights` (harness.packing), `auto` deciding for a target that verifies
+    `block` tokens a forward (harness.kernels)."""
     dtype = resolve_dtype("auto", device)
     return load_pair(pair_config(pair), device, dtype, need_draft=not eagle, need_eagle=eagle,
-                     pack=packing.wanted(pack, device, dtype))
+                     pack=packing.wanted(pack, device, dtype), block=block)
 
 
 def prompts_of(pair, dataset: str, n: int):
@@ -377,37 +369,24 @@ def bench_baseline(args, device) -> tuple[list[str], dict]:
     packed as auto picks for the shape it runs) against plain generate() and against the best transformers
     assisted-generation setting: its defaults (20 tokens, confidence threshold 0.4) and a constant-gamma grid."""
     from harness import kernels
-    from methods import Models
 
-    pairs = {"dense": load(args.pair, device, pack="false")}
-    pairs["packed"] = load(args.pair, device, pack="true") if device.type == "cpu" else pairs["dense"]
-    cfg = pair_config(args.pair)
-    target_id, draft_id = cfg.target.id, cfg.draft.id
-
-    def auto(model_id, who, tokens):  # which copy pack_weights=auto decodes with at this shape
-        if device.type != "cpu":
-            return "dense"
-        dense = getattr(pairs["dense"].models, who)
-        return "packed" if kernels.choose_packing(model_id, dense, tokens, device)["packed"] else "dense"
-
-    def models(target_kind, draft_kind):
-        return Models(pairs[target_kind].models.target, pairs[draft_kind].models.draft, pairs["dense"].models.tokenizer)
-
-    ar_kind = auto(target_id, "target", 1)
-    shapes = {"sd_g5": dict(gamma=5), "sd_g3_w2": dict(gamma=3, tree_width=2)}
-    draft_kind = auto(draft_id, "draft", 1)
+    pairs = {"dense": load(args.pair, device, pack="false"), "packed": load(args.pair, device, pack="true")
+             if device.type == "cpu" else None}
+    pairs["packed"] = pairs["packed"] or pairs["dense"]
+    chosen = load(args.pair, device)  # as pack_weights=auto decodes ar (the models are the cached copies above)
+    ar_kind = "packed" if chosen.kernels["target"]["packed"] else "dense"
     ar, gen, sd, hf = (get_method(m) for m in ("ar", "hf_generate", "sd", "hf_assisted"))
     variants = {"ar": (ar, {}), "ar dense": (ar, {}), "ar packed": (ar, {}), "generate dense": (gen, {}),
                 "generate packed": (gen, {})}
-    own = {"ar": pairs[ar_kind].models, "ar dense": pairs["dense"].models, "ar packed": pairs["packed"].models,
+    own = {"ar": chosen.models, "ar dense": pairs["dense"].models, "ar packed": pairs["packed"].models,
            "generate dense": pairs["dense"].models, "generate packed": pairs["packed"].models}
-    for name, shape in shapes.items():
-        variants[name] = (sd, shape)
-        own[name] = models(auto(target_id, "target", kernels.block_tokens("sd", shape)), draft_kind)
+    shapes = {"sd_g5": dict(gamma=5), "sd_g3_w2": dict(gamma=3, tree_width=2)}
+    for name, shape in shapes.items():  # each model as auto picks it for this shape
+        variants[name], own[name] = (sd, shape), load(args.pair, device, block=kernels.block_tokens("sd", shape)).models
     for kind in ("dense", "packed"):  # transformers' default block shape (grid/sd_dynamic): short blocks, either kernel
         name = f"sd dynamic {kind}"
         shapes[name] = dict(gamma=20, confidence=0.4)
-        variants[name], own[name] = (sd, shapes[name]), models(kind, draft_kind)
+        variants[name], own[name] = (sd, shapes[name]), pairs[kind].models
     assisted = {"hf_assisted defaults": dict(gamma=20, confidence=0.4), "hf_assisted_g3": dict(gamma=3),
                 "hf_assisted_g5": dict(gamma=5), "hf_assisted_g5 packed": dict(gamma=5)}
     for name, opts in assisted.items():

@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
 
-from harness import HarnessError
+from harness import PROJECT_ROOT, HarnessError
 from harness.kernels import choose_packing
 from harness.packing import pack_linears
 from harness.zoo import load_embedded
@@ -260,6 +261,15 @@ def interleaved(message: dict, image_token: str) -> str | None:
         raise HarnessError(f"a turn's text carries {found} {IMAGE_MARKER} marker(s) for {n} image(s); a question with "
                            "markers needs exactly one per image, in order")
     return message["content"].replace(IMAGE_MARKER, image_token)
+
+
+def pair_config(pair: str):
+    """A pair by config name (conf/pair/NAME.yaml) or by the path of a pair yaml, for the tools outside Hydra."""
+    path = Path(pair) if pair.endswith(".yaml") else PROJECT_ROOT / f"conf/pair/{pair}.yaml"
+    if not path.is_file():
+        valid = ", ".join(sorted(p.stem for p in (PROJECT_ROOT / "conf" / "pair").glob("*.yaml")))
+        raise SystemExit(f"unknown pair {pair!r}: give a pair yaml path or one of: {valid}")
+    return OmegaConf.load(path)
 
 
 def load_pair(pair_cfg, device: torch.device, dtype: torch.dtype | None, need_draft: bool = True,

@@ -88,6 +88,7 @@ def test_a_weak_baseline_is_refused_unless_accepted_and_then_marked(tmp_path, ra
     summary = run_cell(cell(tmp_path, random_pair_dir, "run_name=weak", "accept_weak_baseline=true"))
     assert summary["baseline"]["accepted_weak"] is True and summary["n_ok"] == 2
     assert "WEAK BASELINE" in report(tmp_path / "results")
+    assert "WEAK BASELINE" in (tmp_path / "results/tables/table1.md").read_text()
 
 
 def test_the_calibration_itself_compares_identical_outputs():

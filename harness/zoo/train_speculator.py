@@ -19,7 +19,6 @@ import json
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from harness import PROJECT_ROOT
@@ -29,11 +28,11 @@ from methods.eagle import VocabSpeculator
 TEACHER_TOP = 32  # the full head's ids each state's teacher distribution keeps
 
 
-def pair_config(name: str, target: str | None, eagle: str | None):
-    path = Path(name) if name.endswith(".yaml") else PROJECT_ROOT / "conf" / "pair" / f"{name}.yaml"
-    if not path.is_file():
-        raise SystemExit(f"--pair {name}: no such pair config ({path})")
-    cfg = OmegaConf.load(path)
+def drafter_pair(name: str, target: str | None, eagle: str | None):
+    """The pair config `name` with its ids overridden as asked; it must have an EAGLE-3 drafter."""
+    from harness.models import pair_config
+
+    cfg = pair_config(name)
     if target:
         cfg.target.id = target
     if eagle:
@@ -114,7 +113,7 @@ def main(argv=None) -> Path:
     from harness.models import load_pair, resolve_device, resolve_dtype
 
     device = resolve_device(args.device)
-    pair = load_pair(pair_config(args.pair, args.target, args.eagle), device, resolve_dtype("auto", device),
+    pair = load_pair(drafter_pair(args.pair, args.target, args.eagle), device, resolve_dtype("auto", device),
                      need_draft=False, need_eagle=True)
     texts = [json.loads(line)["turns"][0] for line in args.prompts.read_text(encoding="utf-8").splitlines() if line.strip()]
     texts = texts[: args.n_prompts]
