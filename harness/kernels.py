@@ -1,8 +1,8 @@
 """Kernel levers chosen by measurement on the machine at hand, never by rule.
 
 `pack_weights=auto` (harness.packing): oneDNN-prepacked linear weights make a 6-token verify cost about one
-1-token step on every CPU measured so far, but the 1-token step itself was 1.4x faster packed on an AMD EPYC and
-1.4x slower on an Intel Xeon (AVX-512, AMX). So `auto` times, for each model of a pair, the forward that model
+1-token step on every CPU measured so far, but the 1-token step itself was 1.4x faster packed on an AMD EPYC
+(56.6 vs 40.6 ms, 2026-12-01) and 1.24x slower on an Intel Xeon (34.9 vs 43.1 ms, 2026-12-02; SmolLM2-135M). So `auto` times, for each model of a pair, the forward that model
 runs most in the cell's method (a 1-token step for `ar`'s target and for every draft; a block of gamma + 1 tokens,
 or the tree's nodes, for a speculative method's target) with dense and with packed weights, interleaved, at a
 fixed context, and packs only the models that run faster packed. `ar` therefore always decodes with whichever
