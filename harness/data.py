@@ -12,15 +12,16 @@ Selection is deterministic: the same config always yields the same samples in th
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
+from urllib.request import getproxies, proxy_bypass
 
 from harness import PROJECT_ROOT, HarnessError
+from harness.jsonl import Line, parse, split_lines
 
 log = logging.getLogger("harness")
 
@@ -57,21 +58,23 @@ def resolve_path(path: str) -> Path:
 # --- Spec-Bench question files ------------------------------------------------------------------
 
 
-def load_jsonl(path: str, name: str) -> list[Sample]:
+def load_jsonl(path: str, name: str, allow_outside_images: bool = False) -> list[Sample]:
     """One JSON object a line with `question_id`, `category`, `turns` (list of strings) and optional
-    `images` (paths relative to the file) and `reference`. Bad lines name the line and the problem."""
+    `images` (paths relative to the file, inside its folder unless `allow_outside_images`) and `reference`.
+    Bad lines name the line and the problem."""
     file = resolve_path(path)
     if not file.exists():
         raise HarnessError(f"dataset {name!r}: file {path!r} not found (looked at {file})")
+    data = file.read_bytes()
+    lines, tail = split_lines(data)
+    if tail:  # a question file's last line need not end in a newline
+        lines.append(Line(len(lines) + 1, len(data) - len(tail), tail))
     samples, seen = [], set()
-    for lineno, line in enumerate(file.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
+    for line in lines:
+        if not line.raw.strip():
             continue
-        where = f"{file}, line {lineno}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise HarnessError(f"{where}: not valid JSON ({err.msg})") from None
+        where = f"{file}, line {line.number}"
+        row = parse(file, line)
         if not isinstance(row, dict):
             raise HarnessError(f"{where}: expected a JSON object, got {type(row).__name__}")
         for key in ("question_id", "turns"):
@@ -87,28 +90,60 @@ def load_jsonl(path: str, name: str) -> list[Sample]:
         if sid in seen:
             raise HarnessError(f"{where}: duplicate question_id {sid!r}")
         seen.add(sid)
-        samples.append(Sample(sid, turns, [str(file.parent / p) for p in images], row.get("reference"), name,
-                              row.get("category", "")))
+        images = [image_path(file, where, p, allow_outside_images) for p in images]
+        samples.append(Sample(sid, turns, images, row.get("reference"), name, row.get("category", "")))
     if not samples:
         raise HarnessError(f"dataset {name!r}: {file} has no samples")
     return samples
 
 
+def image_path(file: Path, where: str, image: str, allow_outside: bool) -> str:
+    """An image path relative to its question file. It must resolve inside the file's folder tree: a question
+    file someone shared could otherwise have any readable file opened and fed to the model (`../../etc/passwd`)."""
+    folder = file.parent.resolve()
+    if not allow_outside and not (folder / image).resolve().is_relative_to(folder):
+        raise HarnessError(f"{where}: image path {image!r} is outside the question file's folder {folder}; "
+                           "set dataset.allow_outside_images=true if you trust this file")
+    return str(file.parent / image)
+
+
 # --- Hugging Face datasets ------------------------------------------------------------------------
 
 
-def _offline() -> bool:
+def hub_offline() -> bool:
+    """HF_HUB_OFFLINE as huggingface_hub reads it."""
     return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
 
 
+def hub_endpoint():
+    """The hub URL huggingface_hub talks to, for probes and messages."""
+    return urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+
+
 def hub_reachable(timeout: float = 3.0) -> bool:
-    """A quick TCP probe of the hub endpoint, so `auto` does not spend ~25 s in retries on a closed network."""
-    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    """A quick TCP probe of the hub endpoint, so a closed network fails in seconds, not after huggingface_hub's
+    ~25 s of retries. Behind a proxy only a real request can tell, so that counts as reachable."""
+    url = hub_endpoint()
+    if getproxies().get(url.scheme) and not proxy_bypass(url.hostname):
+        return True
     try:
-        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)),
+                                 timeout=timeout).close()
         return True
     except OSError:
         return False
+
+
+def hub_logs_once() -> None:
+    """huggingface_hub gives its logger a stderr handler of its own *and* lets it propagate, so once Hydra has
+    configured the root logger every retry warning prints twice: drop the library's handler, keep Hydra's.
+    httpx (httpx2 in some huggingface_hub builds) logs every request at INFO, which Hydra's root level shows."""
+    for name in ("httpx", "httpx2"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    hub = logging.getLogger("huggingface_hub")
+    if logging.getLogger().handlers:
+        for handler in list(hub.handlers):
+            hub.removeHandler(handler)
 
 
 def hub_ids(hub) -> list[str]:
@@ -129,6 +164,7 @@ def load_hub_rows(hub, limit: int | None):
 
     where = (f" config {hub.name}" if hub.get("name") else "") + f" split {hub.split}"
     tried = []
+    hub_logs_once()
     for path in hub_ids(hub):
         try:
             ds = datasets.load_dataset(path, hub.get("name"), split=hub.split)
@@ -138,7 +174,7 @@ def load_hub_rows(hub, limit: int | None):
         except (OSError, ValueError) as err:  # e.g. a wrong config or split name: datasets' own message says which
             raise HarnessError(f"dataset {path}{where}: {type(err).__name__}: {err}") from None
     else:
-        state = "HF_HUB_OFFLINE is set and it is not in the HF cache" if _offline() else "it could not be fetched"
+        state = "HF_HUB_OFFLINE is set and it is not in the HF cache" if hub_offline() else "it could not be fetched"
         raise HarnessError(f"dataset {' or '.join(hub_ids(hub))}{where}: {state} (tried {'; '.join(tried)}). "
                            f"Pre-download it on a machine with hub access:\n    {fetch_command(hub)}\n"
                            "or run the project's offline bundle with dataset.source=bundled.")
@@ -184,7 +220,7 @@ def load_hf(cfg, source: str) -> Loaded:
     hub = cfg.hub
     info = {"hub": hub_ids(hub)[0], "config": hub.get("name"), "split": hub.split,
             "filter": dict(hub.get("filter") or {}), "limit": cfg.get("limit")}
-    if source == "auto" and not _offline() and not hub_reachable():
+    if source == "auto" and not hub_offline() and not hub_reachable():
         log.warning("!!! dataset %s: the hub is unreachable; using the OFFLINE BUNDLE %s, not the real data. Set "
                     "HF_HUB_OFFLINE=1 to use a cached copy, or dataset.source=hub to insist.", cfg.name, cfg.bundle)
         source = "bundled"
@@ -260,7 +296,8 @@ def load_file(cfg, source: str) -> Loaded:
             log.warning("!!! dataset %s: %s not found; using the OFFLINE BUNDLE %s: its numbers are smoke-test "
                         "numbers, not the real dataset's.", cfg.name, cfg.path, bundle)
         return Loaded(load_jsonl(bundle, cfg.name), {"source": "bundled", "file": bundle})
-    return Loaded(load_jsonl(cfg.path, cfg.name), {"source": "file" if bundle else source, "file": cfg.path})
+    samples = load_jsonl(cfg.path, cfg.name, bool(cfg.get("allow_outside_images")))
+    return Loaded(samples, {"source": "file" if bundle else source, "file": cfg.path})
 
 
 def load_samples(cfg, n_samples: int | None) -> Loaded:

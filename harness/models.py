@@ -7,8 +7,8 @@ unset; otherwise the error says what is missing and how to fetch it.
 from __future__ import annotations
 
 import functools
-import os
 import re
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
 
 from harness import PROJECT_ROOT, HarnessError
+from harness.data import hub_endpoint, hub_logs_once, hub_offline, hub_reachable
 from harness.kernels import choose_packing
 from harness.packing import pack_linears
 from harness.zoo import load_embedded
@@ -73,14 +74,39 @@ def shipped_dtype(config) -> torch.dtype:
     return torch.bfloat16 if dtype == torch.bfloat16 else torch.float16
 
 
-def _missing(model_id: str, err: Exception) -> HarnessError:
-    offline = os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True", "YES", "yes")
+def _unreachable(err: BaseException | None) -> bool:
+    """Whether a hub error comes from a connection that failed: huggingface_hub wraps the socket's error
+    (refused, unknown host, timeout) in its own (LocalEntryNotFoundError), and transformers that in an OSError."""
+    while err is not None:
+        if isinstance(err, (ConnectionError, socket.gaierror, TimeoutError)):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def _missing(model_id: str, err: BaseException | None) -> HarnessError:
+    """The missing-model error with its cause; err None: the hub did not answer the probe."""
     how = (f"Fetch it on a machine with hub access:\n    hf download {model_id}\n"
            f"then copy the Hugging Face cache (~/.cache/huggingface/hub) here, or point the pair at a local folder "
            f"(pair.target.id=/path/to/model).")
-    state = "HF_HUB_OFFLINE is set, so nothing was downloaded. " if offline else ""
-    return HarnessError(f"model {model_id!r} is not available locally and could not be downloaded "
-                        f"({type(err).__name__}). {state}{how}")
+    if hub_offline():
+        cause = "HF_HUB_OFFLINE is set, so nothing was downloaded."
+    elif err is None or _unreachable(err):
+        cause = (f"The Hugging Face hub ({hub_endpoint().hostname}) could not be reached; HF_HUB_OFFLINE=1 skips "
+                 f"trying it (and its retries).")
+    else:
+        cause = f"({type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''})."
+    return HarnessError(f"model {model_id!r} is not available locally and could not be downloaded. {cause} {how}")
+
+
+def _try_hub(model_id: str, err: BaseException) -> None:
+    """Raise the missing-model error unless a download is worth trying: online, and the hub answers a probe
+    (a closed network fails in seconds instead of after huggingface_hub's ~30 s of retries)."""
+    if hub_offline():
+        raise _missing(model_id, err) from None
+    if not hub_reachable():
+        raise _missing(model_id, None) from None
+    hub_logs_once()
 
 
 def _from_hf(cls, model_id: str, **kwargs):
@@ -90,8 +116,7 @@ def _from_hf(cls, model_id: str, **kwargs):
     except OSError as err:
         if Path(model_id).exists():
             raise HarnessError(f"{model_id} exists but cannot be loaded as a model: {err}") from None
-        if os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True", "YES", "yes"):
-            raise _missing(model_id, err) from None
+        _try_hub(model_id, err)
     try:
         return cls.from_pretrained(model_id, **kwargs)
     except OSError as err:
@@ -166,8 +191,7 @@ def eagle_folder(model_id: str) -> Path:
     try:
         return Path(snapshot_download(model_id, local_files_only=True))
     except Exception as err:  # not cached (LocalEntryNotFoundError) or not a valid id
-        if os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True", "YES", "yes"):
-            raise _missing(model_id, err) from None
+        _try_hub(model_id, err)
     try:
         return Path(snapshot_download(model_id))
     except Exception as err:
@@ -202,10 +226,19 @@ class Pair:
     kernels: dict = field(default_factory=dict)  # per model role: packed or not, and the timings that decided it
     chat_format: str | None = None  # a CHAT_FORMATS name, for tokenizers without a chat template
     system_prompt: str | None = None  # a system message before every conversation (as the anchor prompted the model)
+    context: int | None = None  # the target's positions (max_position_embeddings): prompt + new tokens must fit
 
     @property
     def device(self) -> torch.device:
         return self.models.target.device
+
+    def check_fits(self, prompt: Prompt, max_new_tokens: int) -> None:
+        """Refuse a prompt the target cannot decode max_new_tokens after: past its positions the output is noise
+        that would still count in tau, speedup and the lossless check."""
+        n = prompt.target["input_ids"].shape[1]
+        if self.context and n + max_new_tokens > self.context:
+            raise HarnessError(f"prompt of {n} tokens + max_new_tokens {max_new_tokens} = {n + max_new_tokens} "
+                               f"exceeds the target's context of {self.context} positions (max_position_embeddings)")
 
     def encode(self, messages: list[dict], images: list | None = None) -> Prompt:
         """Chat-format `messages` ([{role, content, n_images}], content as text) with the target's own template;
@@ -272,6 +305,33 @@ def pair_config(pair: str):
     return OmegaConf.load(path)
 
 
+# Text a draft must tokenize exactly as its target does: words, digits, code, accents, CJK, emoji, whitespace.
+TOKENIZER_PROBE = "The café's 3 naïve owls: def f(x): return x**2 \u2014 東京 😀\n\tDone."
+
+
+def check_same_tokenizer(target_id: str, target_tok, draft_id: str, draft_tok) -> None:
+    """Drafted ids are read as target ids: the two tokenizers must map the ids they share to the same tokens and
+    tokenize text alike (same special tokens too); a vocabulary size alone does not show it."""
+    n = min(len(target_tok), len(draft_tok))
+    a, b = target_tok.convert_ids_to_tokens(range(n)), draft_tok.convert_ids_to_tokens(range(n))
+    where = next((i for i in range(n) if a[i] != b[i]), None)
+    problem = None
+    if where is not None:
+        problem = f"id {where} is {a[where]!r} for the target and {b[where]!r} for the draft"
+    else:
+        ta = target_tok(TOKENIZER_PROBE, add_special_tokens=False)["input_ids"]
+        tb = draft_tok(TOKENIZER_PROBE, add_special_tokens=False)["input_ids"]
+        if ta != tb:
+            problem = f"the text {TOKENIZER_PROBE!r} is ids {ta} for the target and {tb} for the draft"
+        for name in ("eos_token", "bos_token", "unk_token"):
+            ia, ib = getattr(target_tok, name + "_id"), getattr(draft_tok, name + "_id")
+            if problem is None and ia is not None and ib is not None and ia != ib:
+                problem = f"{name} is id {ia} for the target and {ib} for the draft"
+    if problem:
+        raise HarnessError(f"draft {draft_id} and target {target_id} have different tokenizers ({problem}); a draft "
+                           "must share its target's tokenizer")
+
+
 def load_pair(pair_cfg, device: torch.device, dtype: torch.dtype | None, need_draft: bool = True,
               need_eagle: bool = False, pack: bool | None = False, block: int = 1) -> Pair:
     """The pair's target and, as asked, its draft and EAGLE-3 drafter; with `pack`, their linear layers use
@@ -302,10 +362,11 @@ def load_pair(pair_cfg, device: torch.device, dtype: torch.dtype | None, need_dr
     if need_draft:
         if not pair_cfg.get("draft"):
             raise HarnessError(f"pair {pair_cfg.name!r} has no draft model, which this method needs")
-        draft = model("draft", pair_cfg.draft.id, 1)[0]
+        draft, draft_tokenizer, _ = model("draft", pair_cfg.draft.id, 1)
         if draft.config.get_text_config().vocab_size > target.config.get_text_config().vocab_size:
             raise HarnessError(f"draft {pair_cfg.draft.id} has a larger vocabulary than target {pair_cfg.target.id}; "
                                "drafted ids must be target ids")
+        check_same_tokenizer(pair_cfg.target.id, tokenizer, pair_cfg.draft.id, draft_tokenizer)
     eos = target.generation_config.eos_token_id
     eos = tuple(eos) if isinstance(eos, (list, tuple)) else (eos,) if eos is not None else ()
     if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in eos:
@@ -321,7 +382,7 @@ def load_pair(pair_cfg, device: torch.device, dtype: torch.dtype | None, need_dr
         raise HarnessError(f"pair.target.system_prompt is for text targets with a chat template ({pair_cfg.target.id} "
                            + ("is a vision-language model)" if processor is not None else f"uses chat_format {chat_format})"))
     pair = Pair(pair_cfg.name, Models(target, draft, tokenizer, eagle=eagle), tokenizer, processor, eos, kernels,
-                chat_format, system)
+                chat_format, system, getattr(target.config.get_text_config(), "max_position_embeddings", None))
     if draft is not None and processor is not None:
         from harness.captioner import load_captioner
 

@@ -1,11 +1,13 @@
 """Dataset loading: the bundled set, deterministic selection, and clear errors for bad files."""
 import json
+import logging
 import re
+import socket
 
 import pytest
 
 from harness import HarnessError
-from harness.data import load_jsonl, load_samples
+from harness.data import hub_logs_once, load_jsonl, load_samples
 from omegaconf import OmegaConf
 
 from tests.conftest import ROOT
@@ -22,7 +24,7 @@ def test_tiny_dataset_loads_in_order():
 
 
 @pytest.mark.parametrize("line,message", [
-    ("{not json", "line 2: not valid JSON"),
+    ("{not json", "line 2 (byte offset 39): not valid JSON"),
     ('{"turns": ["hi"]}', "line 2: missing required key 'question_id'"),
     ('{"question_id": 2, "turns": "hi"}', "line 2: 'turns' must be a non-empty list"),
     ('{"question_id": 1, "turns": ["again"]}', "line 2: duplicate question_id '1'"),
@@ -40,3 +42,114 @@ def test_missing_file_and_unknown_loader(tmp_path):
         load_jsonl(str(tmp_path / "nope.jsonl"), "mine")
     with pytest.raises(HarnessError, match="unknown loader 'csv'; valid choices: jsonl"):
         load_samples(OmegaConf.create({"name": "x", "loader": "csv"}), None)
+
+
+def test_line_separators_inside_strings_do_not_split_a_line(tmp_path):
+    """U+2028, U+2029 and U+0085 are legal unescaped in JSON strings; `str.splitlines()` tore such lines."""
+    text = "one\u2028two\u2029three\x85four"
+    f = tmp_path / "q.jsonl"
+    f.write_bytes((json.dumps({"question_id": 1, "turns": [text]}, ensure_ascii=False) + "\n").encode())
+    samples = load_jsonl(str(f), "mine")
+    assert len(samples) == 1 and samples[0].turns == [text]
+
+
+def test_a_non_utf8_byte_names_file_line_and_byte_offset(tmp_path):
+    f = tmp_path / "q.jsonl"
+    first = json.dumps({"question_id": 1, "turns": ["hello"]}).encode() + b"\n"
+    f.write_bytes(first + b'{"question_id": 2, "turns": ["caf\xff"]}\n')
+    offset = len(first) + len('{"question_id": 2, "turns": ["caf')
+    with pytest.raises(HarnessError, match=re.escape(f"{f}, line 2 (byte offset {len(first)}): not UTF-8 "
+                                                     f"(byte 0xff at byte offset {offset})")):
+        load_jsonl(str(f), "mine")
+
+
+def test_last_line_without_a_newline_and_blank_lines(tmp_path):
+    f = tmp_path / "q.jsonl"
+    f.write_bytes(b'{"question_id": 1, "turns": ["a"]}\r\n\n  \n{"question_id": 2, "turns": ["b"]}')
+    assert [s.turns for s in load_jsonl(str(f), "mine")] == [["a"], ["b"]]
+
+
+def image_question_file(tmp_path, image: str):
+    folder = tmp_path / "set"
+    (folder / "images").mkdir(parents=True)
+    f = folder / "q.jsonl"
+    f.write_text(json.dumps({"question_id": 1, "turns": ["<image> what?"], "images": ["images/ok.png"]}) + "\n"
+                 + json.dumps({"question_id": 2, "turns": ["<image> what?"], "images": [image]}) + "\n")
+    return f
+
+
+@pytest.mark.parametrize("image", ["../x.png", "images/../../x.png", "/etc/passwd"])
+def test_image_paths_stay_inside_the_question_files_folder(tmp_path, image):
+    f = image_question_file(tmp_path, image)
+    with pytest.raises(HarnessError, match=re.escape(f"{f}, line 2: image path {image!r} is outside")):
+        load_jsonl(str(f), "mine")
+    samples = load_jsonl(str(f), "mine", allow_outside_images=True)
+    assert samples[0].images == [str(f.parent / "images/ok.png")] and samples[1].images == [str(f.parent / image)]
+
+
+def test_outside_images_are_allowed_only_by_the_dataset_setting(tmp_path):
+    f = image_question_file(tmp_path, "../x.png")
+    cfg = OmegaConf.load(ROOT / "conf/dataset/jsonl.yaml")
+    cfg.path = str(f)
+    assert cfg.allow_outside_images is False
+    with pytest.raises(HarnessError, match="dataset.allow_outside_images=true"):
+        load_samples(cfg, None)
+    cfg.allow_outside_images = True
+    assert len(load_samples(cfg, None).samples) == 2
+
+
+@pytest.fixture
+def unreachable_hub(monkeypatch):
+    """Online, with the hub endpoint on a closed port: what a machine without network access sees."""
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    for proxy in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(proxy, raising=False)
+
+
+def test_a_missing_model_says_the_hub_could_not_be_reached(unreachable_hub):
+    import torch
+    from harness.models import eagle_folder, load_model
+
+    for load in (lambda: load_model("someorg/nonexistent-model", torch.float32, torch.device("cpu")),
+                 lambda: eagle_folder("someorg/nonexistent-eagle")):
+        with pytest.raises(HarnessError) as err:
+            load()
+        message = str(err.value)
+        assert "The Hugging Face hub (127.0.0.1) could not be reached" in message
+        assert "HF_HUB_OFFLINE=1" in message and "hf download someorg/nonexistent-" in message
+
+
+def test_the_missing_model_cause_comes_from_the_error_chain(monkeypatch):
+    """transformers raises OSError from huggingface_hub's LocalEntryNotFoundError from the socket's error."""
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    from harness.models import _missing
+
+    def chained(root: BaseException) -> OSError:
+        try:
+            try:
+                raise LocalEntryNotFoundError("cannot find the requested files") from root
+            except LocalEntryNotFoundError as hub:
+                raise OSError("We couldn't connect to 'https://huggingface.co' to load the files") from hub
+        except OSError as err:
+            return err
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_ENDPOINT", raising=False)
+    for root in (ConnectionRefusedError(111, "Connection refused"), socket.gaierror(-2, "Name or service not known")):
+        assert "hub (huggingface.co) could not be reached" in str(_missing("org/m", chained(root)))
+    other = str(_missing("org/m", OSError("org/m is not a valid model identifier\nmore")))
+    assert "could not be reached" not in other and "(OSError: org/m is not a valid model identifier)" in other
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert "HF_HUB_OFFLINE is set, so nothing was downloaded" in str(_missing("org/m", chained(root)))
+
+
+def test_hub_warnings_print_once_under_a_configured_root_logger(monkeypatch):
+    """huggingface_hub has its own stderr handler and propagates to the root logger (Hydra's handler there)."""
+    hub, root = logging.getLogger("huggingface_hub"), logging.getLogger()
+    monkeypatch.setattr(hub, "handlers", [logging.StreamHandler()])  # as huggingface_hub installs it on import
+    monkeypatch.setattr(hub, "propagate", True)
+    monkeypatch.setattr(root, "handlers", [logging.NullHandler()])
+    hub_logs_once()
+    assert hub.handlers == [] and hub.propagate  # printed once, by the root logger's handlers
