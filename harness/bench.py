@@ -22,7 +22,7 @@ import json
 import statistics
 import sys
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -30,12 +30,12 @@ from omegaconf import OmegaConf
 
 from harness import PROJECT_ROOT, packing
 from harness.data import load_samples, open_images
+from harness.latency import forward_timer
 from harness.models import load_pair, pair_config, resolve_device, resolve_dtype
 from harness.records import environment
 from methods import DecodeSettings, get_method
 from methods.core import crop_cache, forward, new_cache, now
 from methods.drafting import Drafter
-from methods.hf_assisted import n_tokens
 
 
 def load(pair: str, device, eagle: bool = False, pack="auto", block: int = 1):
@@ -51,32 +51,6 @@ def prompts_of(pair, dataset: str, n: int):
     samples = load_samples(OmegaConf.load(PROJECT_ROOT / f"conf/dataset/{dataset}.yaml"), n).samples
     return [pair.encode([{"role": "user", "content": s.turns[0], "n_images": len(s.images)}], open_images(s.images))
             for s in samples], samples
-
-
-@contextmanager
-def forward_timer(models):
-    """Every target and draft forward of the block as (model, tokens fed, start, seconds), clocked by forward
-    hooks with the synchronised `now`, so on a GPU the time is the forward's own, kernels included."""
-    calls = []
-
-    def hooks(model, who):
-        opened = {}
-
-        def before(module, args, kwargs):
-            opened.update(n=n_tokens(kwargs), t=now(model.device))
-
-        def after(module, args, kwargs, output):
-            calls.append((who, opened["n"], opened["t"], now(model.device) - opened["t"]))
-
-        return [model.register_forward_pre_hook(before, with_kwargs=True),
-                model.register_forward_hook(after, with_kwargs=True)]
-
-    handles = hooks(models.target, "target") + (hooks(models.draft, "draft") if models.draft is not None else [])
-    try:
-        yield calls
-    finally:
-        for h in handles:
-            h.remove()
 
 
 def interleaved(args, device, variants: dict, timed: bool = False, pair=None, dataset: str | None = None,

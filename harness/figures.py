@@ -6,15 +6,23 @@ as PNG and PDF, by default into RESULTS_DIR/figures/:
   acceptance       per-position acceptance: the fraction of blocks whose first i drafts were all accepted
   tabed_weights_*  TABED's weight on each drafting mode, block by block, for a few samples (one file per
                    TABED method; --samples ID,... picks them, else the longest answers of distinct datasets)
-  cost_model       measured speedup against the draft step cost c, with the cost model S = tau / (1 + gamma c)
+  cost_model       measured speedup against the draft step cost c, with the cost model S = tau / (v + gamma c)
 
 Numbers come from `harness.report` (same pairing with ar, same pooling: all turns of a dataset together).
 A method has one colour in every figure. Datasets whose samples were not the benchmark's own data carry the
-report's marks (dagger: offline bundle) with a footnote. The cost c of one draft step, relative to one target
-step, is measured per cell: t_target = ar's decode time per decode call (same samples), and
-c = (decode time - verify calls * t_target) / (drafted tokens * t_target), so the extra cost of verifying
-gamma + 1 tokens instead of one is counted in c. `--cost FILE` (JSON {"PAIR": c}) replaces it, e.g. with a
-micro-benchmark's value.
+report's marks (dagger: offline bundle) with a footnote.
+
+The cost model. A block drafts gamma tokens (gamma draft steps of t_draft each) and verifies them in one target
+forward of gamma + 1 tokens (t_verify); ar spends t_target per token. With c = t_draft / t_target and
+v = t_verify / t_target, the speedup is S = tau / (v + gamma c). By default (`--cost measured`) each cell sits
+at the c that `harness.latency.step_costs` timed for it apart from its decode (hooked forwards of short decodes,
+recorded by the run in summary.json `step_costs`; shards: the median), and each method's curve uses the
+measured v: a point off its curve is a finding (overheads outside the forwards, or the model is wrong).
+Cells without a measured c are left out and named. `--cost effective` instead computes c from the cell's own
+decode time, c = (decode time - verify calls * t_target) / (drafted tokens * t_target) with t_target = ar's
+decode time per decode call, which folds verification into c (v = 1): such a point lies on its curve by
+construction, and the axis says so. `--cost FILE` (JSON {"PAIR": c}) gives c per pair, e.g. a micro-benchmark's,
+with v = 1.
 """
 from __future__ import annotations
 
@@ -29,6 +37,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from harness.records import SUMMARY
 from harness.report import dataset_order, labels, load, method_order, summarize
 
 COLUMN, PAGE = 3.4, 7.0  # figure widths (inches) for one and two text columns
@@ -175,8 +184,29 @@ def weights_figure(df, method: str, samples: list[str] | None = None):
     return fig
 
 
-def cell_costs(df, cost: dict | None = None) -> pd.DataFrame:
-    """Per method cell with ar twins: tau, mean drafts per block gamma, measured speedup and step cost c."""
+XLABELS = {"measured": "draft step cost c = t_draft / t_target\n(timed apart from the decode: harness.latency)",
+           "effective": "effective c (from the cell's own decode time;\nlies on the curve by construction)",
+           "file": "draft step cost c (given: --cost FILE)"}
+
+
+def measured_cost(cells) -> tuple[float, float] | str:
+    """Median c and v over a cell's shards, from the `step_costs` in their summary.json; else why there are none."""
+    costs = []
+    for cell in sorted(set(cells)):
+        path = Path(cell) / SUMMARY
+        step = json.loads(path.read_text()).get("step_costs") if path.exists() else None
+        if not step:
+            return "no step_costs in its summary.json (recorded before they were measured: rerun the cell)"
+        if "skipped" in step:
+            return step["skipped"]
+        costs.append(step)
+    return float(np.median([s["c"] for s in costs])), float(np.median([s["v"] for s in costs]))
+
+
+def cell_costs(df, cost: str | dict = "measured") -> pd.DataFrame:
+    """Per method cell with ar twins: tau, mean drafts per block gamma, measured speedup, step cost c and verify
+    cost v (both relative to one target step) as `cost` says: "measured", "effective" or {PAIR: c}. A cell
+    with no c has c NaN and `missing` saying why."""
     rows = []
     ok = df[(df.status == "ok") & (df.method_name != "ar") & df.ar_decode_s.notna()]
     for (run, pair, dataset, task, method), g in ok.groupby(["run", "pair", "dataset", "task", "method"]):
@@ -185,41 +215,66 @@ def cell_costs(df, cost: dict | None = None) -> pd.DataFrame:
         t_target = g.ar_decode_s.sum() / (g.ar_target_calls - 1).sum()
         if not blocks or not drafted or not t_target > 0:
             continue
-        c = (cost or {}).get(pair, (g.decode_s.sum() - blocks * t_target) / (drafted * t_target))
-        rows.append({"pair": pair, "dataset": dataset, "method": method, "c": c, "gamma": drafted / blocks,
-                     "tau": g.new_tokens.sum() / g.target_calls.sum(), "speedup": g.ar_wall_s.sum() / g.wall_s.sum()})
+        c, v, missing = float("nan"), 1.0, ""
+        if cost == "effective":
+            c = (g.decode_s.sum() - blocks * t_target) / (drafted * t_target)
+        elif isinstance(cost, dict):
+            c = cost.get(pair, c)
+            missing = "" if pair in cost else f"pair {pair} is not in the --cost file"
+        else:
+            measured = measured_cost(g.cell)
+            if isinstance(measured, str):
+                missing = measured
+            else:
+                c, v = measured
+        rows.append({"pair": pair, "dataset": dataset, "method": method, "c": c, "v": v, "gamma": drafted / blocks,
+                     "tau": g.new_tokens.sum() / g.target_calls.sum(), "speedup": g.ar_wall_s.sum() / g.wall_s.sum(),
+                     "missing": missing})
     return pd.DataFrame(rows)
 
 
-def cost_figure(df, cmap, cost: dict | None = None):
-    """Each cell at (c, measured speedup); per method the curve S = tau / (1 + gamma c) at its pooled tau, gamma."""
+def cost_figure(df, cmap, cost: str | dict = "measured"):
+    """Each cell at (c, measured speedup); per method the curve S = tau / (v + gamma c) at its mean tau, gamma,
+    v. None without method cells; the reason, naming them, when none has a c."""
     cells = cell_costs(df, cost)
     if cells.empty:
         return None
+    left_out = [f"{short(r.method)} on {r.pair}/{r.dataset}: {r.missing}" for r in cells.itertuples() if r.missing]
+    cells = cells[cells.missing == ""]
+    if cells.empty:
+        return ("no cell has a draft step cost c (" + "; ".join(left_out) + "); --cost effective plots the "
+                "effective c, --cost FILE a given one")
+    kind = cost if isinstance(cost, str) else "file"
     fig = Figure(figsize=(COLUMN, 2.4))
     ax = fig.subplots()
     c_max = max(0.1, cells.c.max()) * 1.15
     grid = np.linspace(min(0.0, cells.c.min()), c_max, 200)
     marks = markers(df.method)
     for method, g in cells.groupby("method"):
-        tau, gamma = g.tau.mean(), g.gamma.mean()
-        ax.plot(grid, tau / (1 + gamma * grid), color=cmap[method], lw=0.9, ls="--", alpha=0.8)
+        tau, gamma, v = g.tau.mean(), g.gamma.mean(), g.v.mean()
+        ax.plot(grid, tau / (v + gamma * grid), color=cmap[method], lw=0.9, ls="--", alpha=0.8)
+        label = f"{short(method)} (τ={tau:.2f}" + (f", v={v:.2f})" if kind == "measured" else ")")
         ax.scatter(g.c, g.speedup, s=16, marker=marks[method], facecolor="none", edgecolor=cmap[method],
-                   linewidth=0.9, label=f"{short(method)} (τ={tau:.2f})", zorder=3)
+                   linewidth=0.9, label=label, zorder=3)
     ax.axhline(1.0, color="#555555", lw=0.7, ls=":", zorder=0)
-    ax.plot([], [], color="#555555", lw=0.9, ls="--", label="S = τ / (1 + γc)")
-    ax.set_xlabel("draft step cost c (× one target step)")
+    model = "S = τ / (v + γc), v measured" if kind == "measured" else "S = τ / (1 + γc)"
+    ax.plot([], [], color="#555555", lw=0.9, ls="--", label=model)
+    ax.set_xlabel(XLABELS[kind])
     ax.set_ylabel("walltime speedup over ar (×)")
     ax.set_xlim(grid[0], c_max)
     ax.set_ylim(bottom=0)
     ax.grid(axis="x")
-    ax.legend(loc="upper right")
+    ax.legend(loc="best")  # clear of the points
+    if left_out:
+        ax.annotate("left out (no c): " + "; ".join(left_out), xy=(0, 0), xycoords=("axes fraction", ax.xaxis.label),
+                    xytext=(0, -3), textcoords="offset points", va="top", fontsize=5, color="#555555", wrap=True)
     return fig
 
 
-def figures(df: pd.DataFrame, cost: dict | None = None, samples: list[str] | None = None) -> dict:
+def figures(df: pd.DataFrame, cost: str | dict = "measured", samples: list[str] | None = None) -> dict:
     """Every figure the records allow, by file stem; a skipped figure maps to the reason (a string). Figures
-    are plain matplotlib Figures (no pyplot state): display them in a notebook, or save() them."""
+    are plain matplotlib Figures (no pyplot state): display them in a notebook, or save() them. `cost`:
+    "measured", "effective" or {PAIR: c} (see the module docstring)."""
     with matplotlib.rc_context(STYLE):
         return _figures(df, colours(df.method), cost, samples)
 
@@ -230,7 +285,7 @@ def _figures(df, cmap, cost, samples) -> dict:
         "tau": tau_figure(df, cmap) or "no method other than ar",
         "acceptance": acceptance_figure(df, cmap) or "no drafted blocks",
         "cost_model": cost_figure(df, cmap, cost) or ("cannot measure the draft step cost: no method cell has ar "
-                                                      "twins with decode steps (run ar too, or pass --cost FILE)"),
+                                                      "twins with decode steps (run ar on the same samples too)"),
     }
     tabed = [m for m in method_order(df.method) if (df[df.method == m].weights.map(len) > 0).any()]
     for method in tabed:
@@ -259,7 +314,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.figures", description=__doc__.split("\n")[0])
     parser.add_argument("results", type=Path, help="a results directory (any level: root, run, pair, ...)")
     parser.add_argument("--out", type=Path, help="where to write the figures (default RESULTS/figures)")
-    parser.add_argument("--cost", type=Path, help='JSON {"PAIR": c}: draft step cost per pair, instead of measuring')
+    parser.add_argument("--cost", default="measured", help='draft step cost c of the cost-model figure: "measured" '
+                        '(timed apart from the decode; the default), "effective" (from the cells\' own decode '
+                        'times: on the curve by construction) or a JSON file {"PAIR": c}')
     parser.add_argument("--samples", help="comma-separated sample ids for the TABED weight figure")
     args = parser.parse_args(argv)
     if not args.results.is_dir():
@@ -269,7 +326,10 @@ def main(argv: list[str] | None = None) -> int:
     if df.empty:
         print(f"error: no cells with records under {args.results}", file=sys.stderr)
         return 2
-    cost = json.loads(args.cost.read_text()) if args.cost else None
+    if args.cost not in ("measured", "effective") and not Path(args.cost).is_file():
+        print(f"error: --cost {args.cost}: neither measured, effective nor a JSON file", file=sys.stderr)
+        return 2
+    cost = args.cost if args.cost in ("measured", "effective") else json.loads(Path(args.cost).read_text())
     written = save(figures(df, cost, args.samples.split(",") if args.samples else None),
                    args.out or args.results / "figures")
     print("\n".join(f"wrote {p}" for p in written))

@@ -1,12 +1,24 @@
 """Figures and the notebook on hand-built records: every figure is drawn, skips say why, colours are stable."""
-import pytest
+import json
 
-from harness.figures import cell_costs, colours, main, short
+import numpy as np
+import pytest
+from matplotlib.colors import same_color
+
+from harness.figures import cell_costs, colours, figures, main, short
 from harness.report import load
 from tests.conftest import ROOT
 from tests.test_report import write_cell
 
 FIGURES = ["speedup", "tau", "acceptance", "cost_model", "tabed_weights_tabed_MT_wgrid_g5_w1_batchedTrue"]
+SD, TABED = "sd_M_g5_w1", "tabed_MT_wgrid_g5_w1_batchedTrue"
+
+
+def with_step_costs(cell, **step):
+    """The cell's summary.json with the `step_costs` the run records (harness.latency.step_costs)."""
+    summary = json.loads((cell / "summary.json").read_text())
+    (cell / "summary.json").write_text(json.dumps({**summary, "step_costs": step}))
+    return cell
 
 
 @pytest.fixture
@@ -17,13 +29,21 @@ def results(tmp_path):
         ar = [(s, 10, 10, 1.0, list(range(10)), [], []) for s in ("a", "b", "c")]
         write_cell(root, "ar", "ar", ar, dataset=dataset, group=group, source=source)
         sd = [(s, 10, 4, 0.6, list(range(10)), [3, 2, 2], [3, 3, 3]) for s in ("a", "b", "c")]
-        write_cell(root, "sd", "sd_M_g5_w1", sd, dataset=dataset, group=group, source=source,
-                   method_keys={"drafting": "M"})
+        with_step_costs(write_cell(root, "sd", SD, sd, dataset=dataset, group=group, source=source,
+                                   method_keys={"drafting": "M"}), c=0.3, v=1.2)
         weights = {"weights": [[0.5, 0.5], [0.7, 0.3], [0.9, 0.1]], "mode_agree": [[2, 1], [3, 1], [2, 2]]}
         tabed = [(s, 10, 3, 0.5, list(range(10)), [3, 3, 1], [3, 3, 1]) for s in ("a", "b", "c")]
-        write_cell(root, "tabed", "tabed_MT_wgrid_g5_w1_batchedTrue", tabed, dataset=dataset, group=group,
-                   source=source, method_keys={"drafts": "MT"}, extra=weights)
+        with_step_costs(write_cell(root, "tabed", TABED, tabed, dataset=dataset, group=group, source=source,
+                                   method_keys={"drafts": "MT"}, extra=weights), c=0.25, v=1.5)
     return root
+
+
+def curve_and_points(fig, method: str):
+    """The method's cost-model curve (x, y) and its points' x, from the drawn figure."""
+    ax = fig.axes[0]
+    points = next(c for c in ax.collections if c.get_label().startswith(short(method) + " "))
+    curve = next(line for line in ax.lines if same_color(line.get_color(), points.get_edgecolor()[0]))
+    return curve.get_xdata(), curve.get_ydata(), sorted(points.get_offsets()[:, 0])
 
 
 def test_every_figure_is_written_as_png_and_pdf(results, tmp_path, capsys):
@@ -39,19 +59,68 @@ def test_missing_inputs_are_skipped_with_a_reason(tmp_path, capsys):
     write_cell(tmp_path, "ar", "ar", [("a", 4, 4, 1.0, [1, 2, 3, 4], [], [])])
     assert main([str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "skipped cost_model: cannot measure the draft step cost" in out and "--cost" in out
+    assert "skipped cost_model: cannot measure the draft step cost" in out and "run ar" in out
     assert "skipped tabed_weights: no records with TABED weights" in out
     assert main([str(tmp_path / "nowhere")]) == 2
 
 
-def test_draft_step_cost_is_measured_from_the_records(results, tmp_path):
+def test_cells_sit_at_the_independently_measured_cost(results):
+    """Not at the effective c of their own decode time (which would put them on the curve by construction)."""
     cells = cell_costs(load(results)).set_index(["dataset", "method"])
-    sd = cells.loc[("pope", "sd_M_g5_w1")]
+    sd = cells.loc[("pope", SD)]
+    effective = (0.5 - 0.3) / (9 * 0.1)  # see test_effective_cost_is_an_option_and_says_what_it_is
+    assert sd.c == pytest.approx(0.3) and sd.c != pytest.approx(effective) and sd.v == pytest.approx(1.2)
+    assert sd.gamma == 3 and sd.tau == pytest.approx(2.5) and sd.speedup == pytest.approx(1.0 / 0.6)
+    fig = figures(load(results))["cost_model"]
+    x, y, points = curve_and_points(fig, SD)
+    assert points == pytest.approx([0.3, 0.3])  # both datasets
+    assert np.interp(0.3, x, y) == pytest.approx(2.5 / (1.2 + 3 * 0.3), rel=1e-3)  # S = tau / (v + gamma c)
+    assert "timed apart from the decode" in fig.axes[0].get_xlabel()
+    assert "v measured" in " ".join(t.get_text() for t in fig.axes[0].get_legend().get_texts())
+
+
+def test_shards_take_the_median_measured_cost(tmp_path):
+    ar = [(s, 10, 10, 1.0, list(range(10)), [], []) for s in "abc"]
+    write_cell(tmp_path, "ar", "ar", ar)
+    for i, c in enumerate((0.2, 0.9, 0.4)):
+        with_step_costs(write_cell(tmp_path, "sd", "sd_g3", [("abc"[i], 10, 4, 0.6, list(range(10)), [3], [3])],
+                                   shard=(i, 3)), c=c, v=1.0 + i)
+    cells = cell_costs(load(tmp_path))
+    assert len(cells) == 1 and cells.c[0] == pytest.approx(0.4) and cells.v[0] == pytest.approx(2.0)
+
+
+def test_cells_without_a_measured_cost_are_left_out_by_name(results):
+    (results / "r1/p1/nq" / TABED / "summary.json").write_text(json.dumps({"dataset_source": "hub"}))
+    fig = figures(load(results))["cost_model"]
+    note = " ".join(t.get_text() for t in fig.axes[0].texts)
+    assert f"{short(TABED)} on p1/nq: no step_costs in its summary.json" in note and "pope" not in note
+    assert curve_and_points(fig, TABED)[2] == pytest.approx([0.25])  # pope only
+    for dataset in ("pope", "nq"):
+        for tag in (SD, TABED):
+            with_step_costs(results / "r1/p1" / dataset / tag, skipped="no draft model to time")
+    reason = figures(load(results))["cost_model"]
+    assert isinstance(reason, str) and f"{short(SD)} on p1/pope: no draft model to time" in reason
+    assert "--cost effective" in reason
+
+
+def test_effective_cost_is_an_option_and_says_what_it_is(results, tmp_path):
+    cells = cell_costs(load(results), "effective").set_index(["dataset", "method"])
     # ar: 0.9 s of decode over 9 decode calls -> 0.1 s a target step; sd: 3 verify calls (0.3 s) + 9 drafts in 0.5 s
-    assert sd.c == pytest.approx((0.5 - 0.3) / (9 * 0.1)) and sd.gamma == 3 and sd.tau == pytest.approx(2.5)
-    assert sd.speedup == pytest.approx(1.0 / 0.6)
+    assert cells.loc[("pope", SD)].c == pytest.approx((0.5 - 0.3) / (9 * 0.1)) and (cells.v == 1).all()
+    label = " ".join(figures(load(results), "effective")["cost_model"].axes[0].get_xlabel().split())
+    assert label == "effective c (from the cell's own decode time; lies on the curve by construction)"
+    assert main([str(results), "--out", str(tmp_path / "eff"), "--cost", "effective"]) == 0
+    assert (tmp_path / "eff" / "cost_model.png").exists()
+
+
+def test_cost_file_gives_c_per_pair(results, tmp_path):
     given = cell_costs(load(results), {"p1": 0.05})
-    assert (given.c == 0.05).all()
+    assert (given.c == 0.05).all() and (given.v == 1).all()
+    assert cell_costs(load(results), {"other": 0.05}).missing.str.contains("pair p1 is not in the --cost file").all()
+    (tmp_path / "cost.json").write_text(json.dumps({"p1": 0.05}))
+    assert main([str(results), "--out", str(tmp_path / "file"), "--cost", str(tmp_path / "cost.json")]) == 0
+    assert (tmp_path / "file" / "cost_model.png").exists()
+    assert main([str(results), "--cost", str(tmp_path / "nope.json")]) == 2
 
 
 def test_colours_are_one_per_method_whatever_the_order():
@@ -68,7 +137,7 @@ def test_notebook_rebuilds_the_figures(results, tmp_path):
     nb = nbformat.read(ROOT / "notebooks" / "figures.ipynb", as_version=4)
     params = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
     out = tmp_path / "nb-figs"
-    params.source = f"RESULTS = {str(results)!r}\nOUT = {str(out)!r}\nCOST = None\nSAMPLES = None"
+    params.source = f"RESULTS = {str(results)!r}\nOUT = {str(out)!r}\nCOST = 'measured'\nSAMPLES = None"
     nbclient.NotebookClient(nb, timeout=120, kernel_name="python3",
                             resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
     images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
