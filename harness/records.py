@@ -1,24 +1,36 @@
 """The record contract between run and report (DESIGN.md): one directory per cell with
 `config.yaml`, `env.json`, `samples.jsonl` (complete lines only, appended and flushed per sample)
 and `summary.json` (written last, atomically). A cell with a summary is finished; a cell without one
-resumes after its last complete sample.
+resumes after its last complete sample. One process at a time writes a cell (`cell_lock`), and one reader
+(`read_records`) serves both the run's resume and the report, so they never disagree on what was recorded.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import logging
 import os
 import platform
 import socket
 import subprocess
 import tempfile
+import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import torch
 
 from harness import PROJECT_ROOT, HarnessError
+from harness.jsonl import BadLine, parse, split_lines
+
+log = logging.getLogger("harness")
 
 SAMPLES, SUMMARY, CONFIG, ENV = "samples.jsonl", "summary.json", "config.yaml", "env.json"
+LOCK = ".lock"  # held by the one process decoding the cell (cell_lock)
+CORRUPT = "samples.corrupt.jsonl"  # lines of samples.jsonl that were not records, set aside on resume
+RETRIED = "samples.retried.jsonl"  # failed attempts taken out to be decoded again (retry_failed), kept for the record
+STEP_COSTS = "step_costs.json"  # a method cell's draft and verify step latencies (harness.latency)
 BASELINE = "baseline.json"  # an ar cell's calibration against transformers' generate() (harness.baseline)
 # Settings that define a cell's numbers: a rerun into the same directory must agree on all of them.
 IDENTITY_KEYS = ("method", "pair", "dataset", "max_new_tokens", "temperature", "top_p", "seed", "warmup", "dtype",
@@ -37,6 +49,9 @@ def cell_dir(cfg) -> Path:
 
 def write_atomic(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)  # as open() would make it (mkstemp's 0600 hides results from a shared group)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(text)
         f.flush()
@@ -98,30 +113,70 @@ def environment(device: torch.device) -> dict:
     }
 
 
-def read_complete(cell: Path) -> list[dict]:
-    """Records of finished samples; drops a torn last line and any sample whose group of turn lines is
-    incomplete, rewriting the file so appends continue from a clean end."""
+def read_records(cell: Path, repair: bool = False) -> list[dict]:
+    """The records of every finished sample in a cell's samples.jsonl: the one reader of run (resume) and report.
+
+    Lines end at b"\\n" only (harness.jsonl). A torn last line (a crash mid-write) and the lines of a sample
+    whose final turn is missing are left out; a corrupt line elsewhere (not UTF-8, not JSON) is skipped with a
+    warning naming its line and byte offset, and every good record around it is kept. A (sample, turn) seen
+    twice keeps its first copy, loudly. With `repair` (a run about to append), corrupt lines go to
+    `samples.corrupt.jsonl` beside it and the file is rewritten with exactly the records returned."""
     path = cell / SAMPLES
     if not path.exists():
         return []
-    raw = path.read_text(encoding="utf-8")
-    lines = raw.split("\n")
-    records = []
-    for line in lines[:-1]:  # the text after the last newline is never a complete line
+    lines, tail = split_lines(path.read_bytes())
+    records, corrupt = [], []
+    for line in lines:
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            break  # a torn line can only be the last one written; stop there
+            rec = parse(path, line)
+            if not isinstance(rec, dict) or "id" not in rec or "turn" not in rec:
+                raise BadLine(path, line, "not a sample record (a JSON object with id and turn)")
+            records.append(rec)
+        except BadLine as err:
+            corrupt.append(err)
+    for err in corrupt:
+        log.warning("%s; %s", err, "set aside in " + CORRUPT if repair else "skipped")
     finished = {r["id"] for r in records if r.get("final_turn")}
-    kept = [r for r in records if r["id"] in finished]
-    if len(kept) != len(records) or lines[-1] or len(records) != len(lines) - 1:
-        write_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
+    kept, seen, doubled = [], set(), []
+    for r in records:
+        if r["id"] not in finished:
+            continue
+        if (r["id"], r["turn"]) in seen:
+            doubled.append(f"{r['id']} turn {r['turn']}")
+            continue
+        seen.add((r["id"], r["turn"]))
+        kept.append(r)
+    if doubled:
+        log.warning("%s: %d records appear more than once (first copy kept): %s", path, len(doubled),
+                    ", ".join(doubled[:10]) + (" ..." if len(doubled) > 10 else ""))
+    unfinished = len(records) - len(kept) - len(doubled)
+    if unfinished and corrupt:  # a sample with a corrupt line is decoded again; say so, it is not silent loss
+        log.warning("%s: %d record(s) of samples with a corrupt or missing line are left out; those samples are "
+                    "%s", path, unfinished, "decoded again" if repair else "not counted")
+    if repair and (corrupt or tail or len(kept) != len(lines)):
+        if corrupt:
+            with open(cell / CORRUPT, "ab") as f:
+                f.write(b"".join(e.line.raw + b"\n" for e in corrupt))
+        write_atomic(path, jsonl(kept))
+    return kept
+
+
+def jsonl(records: list[dict]) -> str:
+    return "".join(json.dumps(r) + "\n" for r in records)
+
+
+def take_out(cell: Path, records: list[dict], ids: set[str]) -> list[dict]:
+    """Move the records of samples `ids` from samples.jsonl to RETRIED, so that they are decoded again; the rest."""
+    kept = [r for r in records if r["id"] not in ids]
+    with open(cell / RETRIED, "a", encoding="utf-8") as f:
+        f.write(jsonl([r for r in records if r["id"] in ids]))
+    write_atomic(cell / SAMPLES, jsonl(kept))
     return kept
 
 
 def append_sample(f, records: list[dict]) -> None:
     """All turn lines of one sample in one write, flushed to disk, so a crash never leaves half a sample."""
-    f.write("".join(json.dumps(r) + "\n" for r in records))
+    f.write(jsonl(records))
     f.flush()
     os.fsync(f.fileno())
 
@@ -151,3 +206,46 @@ def summarize(records: list[dict], extra: dict) -> dict:
 def load_summary(cell: Path) -> dict | None:
     path = cell / SUMMARY
     return json.loads(path.read_text()) if path.exists() else None
+
+
+class CellBusy(HarnessError):
+    """Another live process holds the cell's lock."""
+
+    exit_code = 3
+
+
+@contextlib.contextmanager
+def cell_lock(cell: Path):
+    """One writer per cell: an exclusive flock on `cell/.lock`, which the kernel releases when its holder dies
+    (kill -9 included), so a lock is never stale; the file names its last holder (pid, host, start) for the
+    message a second process gets. The file stays: deleting it while held would let a third process lock a new one."""
+    cell.mkdir(parents=True, exist_ok=True)
+    fd = os.open(cell / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "unknown"
+        os.close(fd)
+        raise CellBusy(f"{cell} is being decoded by another process ({holder}); two writers would double every "
+                       "record and time each other's decoding. Wait for it, or stop it first.") from None
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                  "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the flock
+
+
+def lock_holder(cell: Path) -> str | None:
+    """Who holds the cell's lock now (its file's text), or None when nobody does (read only; for --status)."""
+    if not (cell / LOCK).exists():
+        return None
+    fd = os.open(cell / LOCK, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return None
+    except BlockingIOError:
+        return os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "unknown"
+    finally:
+        os.close(fd)

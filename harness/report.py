@@ -35,7 +35,7 @@ import pandas as pd
 import yaml
 
 from harness import PROJECT_ROOT
-from harness.records import CONFIG, SAMPLES, SUMMARY
+from harness.records import CONFIG, SAMPLES, SUMMARY, lock_holder, read_records
 
 log = logging.getLogger("harness")
 
@@ -52,22 +52,11 @@ FOOTNOTE = ("Data: unmarked = the benchmark's own data (hub); † = offline bund
 BLIND = "¶"  # the method-tag mark of records whose draft drafted without the images
 PAIR_KEYS = ["run", "pair", "dataset", "task", "settings", "id", "turn"]  # what makes a record ar's twin
 CELL_KEYS = ["run", "pair", "dataset", "task", "method", "turn"]
+OK_FIELDS = ["new_tokens", "target_calls", "prefill_s", "decode_s", "wall_s", "n_prompt_tokens"]  # of ok records only
 BOOTSTRAP, SEED = 1000, 0
 
 
 # --- loading -------------------------------------------------------------------------------------------
-
-
-def complete_records(path: Path) -> list[dict]:
-    """The finished samples of a samples.jsonl (read only; a torn or unfinished last sample is left out)."""
-    records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a torn last line of an interrupted run
-    finished = {r["id"] for r in records if r.get("final_turn")}
-    return [r for r in records if r["id"] in finished]
 
 
 def cell_identity(cfg: dict, summary: dict | None) -> dict:
@@ -91,7 +80,7 @@ def load_records(root: Path) -> pd.DataFrame:
             continue
         summary = json.loads((cell / SUMMARY).read_text()) if (cell / SUMMARY).exists() else None
         ident = cell_identity(yaml.safe_load((cell / CONFIG).read_text()), summary)
-        rows += [{**ident, "cell": str(cell), **rec} for rec in complete_records(samples)]
+        rows += [{**ident, "cell": str(cell), **rec} for rec in read_records(cell)]
     df = pd.DataFrame(rows)
     if df.empty:
         return df
@@ -99,13 +88,19 @@ def load_records(root: Path) -> pd.DataFrame:
         if col not in df:
             df[col] = None
         df[col] = [v if isinstance(v, list) else default for v in df[col]]
+    for col in OK_FIELDS:  # a cell whose every record failed has none of them
+        if col not in df:
+            df[col] = np.nan
     if "assistant_sees_images" in df:  # label such rows in every table: a peer baseline must be fair or visibly marked
         blind = df.assistant_sees_images.eq(False)
         df.loc[blind, "method"] = df.method[blind] + BLIND
     dup = df.duplicated(PAIR_KEYS + ["method"])
-    if dup.any():  # e.g. a sharded and an unsharded copy of one cell under the same run
-        log.warning("report: %d records appear in more than one cell (first kept): %s", dup.sum(),
-                    ", ".join(sorted(set(df.cell[dup]))))
+    if dup.any():  # e.g. a sharded and an unsharded copy of one cell under the same run: name each record
+        first = df[~dup].set_index(PAIR_KEYS + ["method"]).cell
+        names = [f"{r.id} turn {r.turn} of {r.method} in {r.cell} (kept: {first[tuple(r[PAIR_KEYS + ['method']])]})"
+                 for _, r in df[dup].iterrows()]
+        log.warning("report: %d records appear in more than one cell, first copy kept:\n  %s", len(names),
+                    "\n  ".join(names))
         df = df[~dup]
     return df.reset_index(drop=True)
 
@@ -160,8 +155,10 @@ def metrics(g: pd.DataFrame) -> dict:
     if len(paired) and (g.temperature == 0).all():
         lossless = all(a == b for a, b in zip(paired.output_ids, paired.ar_output_ids))
     sources = sorted(set(g.source))
+    errors = g.error[g.status != "ok"].value_counts()
     return {
-        "n": len(ok), "failed": int((g.status != "ok").sum()), "new_tokens": int(ok.new_tokens.sum()),
+        "n": len(ok), "failed": int((g.status != "ok").sum()),
+        "top_error": f"{errors.index[0]} (×{errors.iloc[0]})" if len(errors) else "", "new_tokens": int(ok.new_tokens.sum()),
         "tau": _div(ok.new_tokens.sum(), ok.target_calls.sum()), "accept_rate": _div(sum(accepted), sum(drafted)),
         **speedups(paired.ar_wall_s.to_numpy(float), paired.wall_s.to_numpy(float)),
         "tok_per_s": _div(ok.new_tokens.sum(), wall), "prefill_s": ok.prefill_s.sum(), "decode_s": ok.decode_s.sum(),
@@ -292,6 +289,8 @@ def render_cells(cells: pd.DataFrame) -> str:
         t = t.assign(speedup_ci=[f"{lo:.2f}–{hi:.2f}" if lo == lo else "" for lo, hi in zip(t.speedup_lo,
                                                                                           t.speedup_hi)])
         cols = [c for c in CELL_COLUMNS if c != "turn" or t.turn.nunique() > 1]
+        if t.failed.any():  # what went wrong, where anything did (a cell with no ok record shows only this)
+            cols.append("top_error")
         second = f" second_turn={task}" if task else ""
         sources = ", ".join(sorted(set(t.source)))
         parts.append(f"### run={run} pair={pair} dataset={dataset}{second} (data: {sources}{mark_note(t.source)})\n")
@@ -428,20 +427,26 @@ def expected_cells(root: Path) -> set[Path]:
 
 
 def status(root: Path) -> pd.DataFrame:
-    """One row per cell: done (finished, no failed sample), failed (finished with failed samples), partial
-    (started, not finished: interrupted or still running) or missing (asked for by a multirun, not started)."""
+    """One row per cell: done (finished, no failed sample), failed (finished with failed samples, each named),
+    running (a live process holds it), partial (started, not finished) or missing (asked for by a multirun, not
+    started)."""
     rows = []
     found = {p.parent for p in root.rglob(CONFIG) if not any(s.startswith(".") for s in p.relative_to(root).parts)}
     for cell in sorted(found | expected_cells(root)):
-        samples = complete_records(cell / SAMPLES) if (cell / SAMPLES).exists() else []
+        samples = read_records(cell)
         ids = {r["id"] for r in samples}
         summary = json.loads((cell / SUMMARY).read_text()) if (cell / SUMMARY).exists() else None
+        holder = lock_holder(cell) if cell.exists() else None
         if not cell.exists():
             state, note = "missing", ""
+        elif holder:
+            state, note = "running", f"{len(ids)} samples so far; held by {holder}"
         elif summary is None:
             state, note = "partial", f"{len(ids)} samples so far"
         elif summary.get("n_failed"):
-            state, note = "failed", f"{summary['n_failed']} of {summary['n_records']} records failed"
+            failed = [f"{r['id']} (turn {r['turn']}: {r['error']})" for r in samples if r["status"] != "ok"]
+            state, note = "failed", (f"{summary['n_failed']} of {summary['n_records']} records failed: "
+                                     f"{'; '.join(failed)}; rerun with retry_failed=true to decode them again")
         else:
             state, note = "done", f"{len(ids)} samples"
         rows.append({"state": state, "cell": str(cell.relative_to(root)), "note": note})
@@ -454,7 +459,7 @@ def status(root: Path) -> pd.DataFrame:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.report", description=__doc__.split("\n")[0])
     parser.add_argument("results", type=Path, help="a results directory (any level: root, run, pair, ...)")
-    parser.add_argument("--status", action="store_true", help="list done / partial / failed / missing cells "
+    parser.add_argument("--status", action="store_true", help="list done / running / partial / failed / missing cells "
                         "(missing ones are found from multiruns under RESULTS/.hydra: give the output root)")
     args = parser.parse_args(argv)
     root = args.results.resolve()
@@ -467,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"no cells under {args.results}")
             return 0
         print(table.to_markdown(index=False))
-        print(", ".join(f"{s}: {(table.state == s).sum()}" for s in ("done", "partial", "failed", "missing")))
+        print(", ".join(f"{s}: {(table.state == s).sum()}" for s in ("done", "running", "partial", "failed", "missing")))
         return 0
     if not any(root.rglob(SAMPLES)):
         print(f"error: no cells with {SAMPLES} under {args.results}", file=sys.stderr)

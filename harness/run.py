@@ -1,9 +1,11 @@
 """Run one cell (method x pair x dataset): load, warm up, decode every sample, write records."""
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import logging
+import math
 import time
 import traceback
 from pathlib import Path
@@ -14,12 +16,14 @@ from tqdm import tqdm
 
 from harness import HarnessError, baseline, kernels, packing
 from harness.data import Sample, load_samples, open_images
+from harness.latency import step_costs
 from harness.models import Pair, load_model, load_pair, resolve_device, resolve_dtype
 from harness.records import (
-    BASELINE, CONFIG, ENV, SAMPLES, SUMMARY, append_sample, cell_dir, check_identity, environment, load_summary,
-    read_complete, summarize, write_atomic,
+    BASELINE, CONFIG, ENV, RETRIED, SAMPLES, STEP_COSTS, SUMMARY, append_sample, cell_dir, cell_lock, check_identity,
+    environment, load_summary, read_records, summarize, take_out, write_atomic,
 )
 from methods import DecodeSettings, get_method
+from methods.options import check_options
 
 log = logging.getLogger("harness")
 RESERVED_METHOD_KEYS = ("name", "tag", "needs_draft", "needs_eagle")
@@ -42,13 +46,14 @@ def decode_sample(pair: Pair, generate, options: dict, sample: Sample, settings:
             if sample.error:
                 raise HarnessError(sample.error)
             if not text.strip():
-                raise HarnessError(f"sample {sample.id!r} turn {turn}: empty prompt")
+                raise HarnessError("empty prompt")  # the record names the sample and turn
             messages.append({"role": "user", "content": text, "n_images": added})
             n_images += added
             if turn == 0 and given is not None:
                 messages.append({"role": "assistant", "content": given})
                 continue
             prompt = pair.encode(messages, open_images(sample.images[:n_images]))
+            pair.check_fits(prompt, settings.max_new_tokens)
             result = generate(pair.models, prompt, settings, generator, **options)
         except Exception as err:  # noqa: BLE001 - a failed sample is data, not a crash
             rec.update(status="error", error=f"{type(err).__name__}: {err}", final_turn=True)
@@ -79,7 +84,7 @@ def stored_first_turns(cfg) -> dict[str, str]:
     if other.pair.target.id != cfg.pair.target.id or other.dataset.name != cfg.dataset.name:
         raise HarnessError(f"reuse_first_turn={src} was decoded by target {other.pair.target.id} on "
                            f"{other.dataset.name}, not {cfg.pair.target.id} on {cfg.dataset.name}")
-    return {r["id"]: r["output_text"] for r in read_complete(cell) if r["turn"] == 0 and r["status"] == "ok"}
+    return {r["id"]: r["output_text"] for r in read_records(cell) if r["turn"] == 0 and r["status"] == "ok"}
 
 
 def baseline_strength(cfg, pair: Pair, samples: list[Sample], settings_base: dict, dtype, device) -> dict:
@@ -94,8 +99,9 @@ def baseline_strength(cfg, pair: Pair, samples: list[Sample], settings_base: dic
         try:
             n = s.images_per_turn()[0]
             if not s.error and s.turns[0].strip():
-                prompts.append(pair.encode([{"role": "user", "content": s.turns[0], "n_images": n}],
-                                           open_images(s.images[:n])))
+                prompt = pair.encode([{"role": "user", "content": s.turns[0], "n_images": n}], open_images(s.images[:n]))
+                pair.check_fits(prompt, settings.max_new_tokens)
+                prompts.append(prompt)
         except Exception:  # noqa: BLE001 - e.g. an unreadable image: that sample fails later, in its own record
             continue
     if not prompts or not settings.greedy:
@@ -110,32 +116,120 @@ def baseline_strength(cfg, pair: Pair, samples: list[Sample], settings_base: dic
     return result
 
 
+class CellFailed(HarnessError):
+    """Every sample failed, or the first ones all failed alike: the setup's fault, so the cell is not finished."""
+
+    exit_code = 4
+
+
+SETUP_SUSPECT = 3  # this many first samples failing with one identical error stop the cell
+
+
+def check_settings(cfg) -> dict:
+    """The run's own settings, checked before anything loads; the decoding settings for DecodeSettings."""
+    def bad(key, need):
+        raise HarnessError(f"{key}={cfg.get(key)!r}: need {need}")
+
+    def integer(v):
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    def number(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    if not integer(cfg.max_new_tokens) or cfg.max_new_tokens < 1:
+        bad("max_new_tokens", "an integer >= 1")
+    if not number(cfg.temperature) or cfg.temperature < 0:
+        bad("temperature", "a finite number >= 0 (0 = greedy)")
+    if not number(cfg.top_p) or not 0 < cfg.top_p <= 1:
+        bad("top_p", "a number with 0 < top_p <= 1")
+    if not integer(cfg.seed):
+        bad("seed", "an integer")
+    if cfg.n_samples is not None and (not integer(cfg.n_samples) or cfg.n_samples < 1):
+        bad("n_samples", "an integer >= 1, or null for all")
+    if not integer(cfg.warmup) or cfg.warmup < 0:
+        bad("warmup", "an integer >= 0")
+    try:
+        check_options(cfg.method.name, get_method(cfg.method.name), method_options(cfg))
+    except ValueError as err:
+        raise HarnessError(str(err)) from None
+    return dict(max_new_tokens=cfg.max_new_tokens, temperature=float(cfg.temperature), top_p=float(cfg.top_p))
+
+
+def warm_up(cfg, pair: Pair, generate, options: dict, samples: list[Sample], settings_base: dict) -> Sample | None:
+    """Unrecorded decodes (first calls pay for allocation and kernel selection) of the first sample that works
+    (its first turn, returned): a failing first sample must not leave the timed ones cold."""
+    warm = DecodeSettings(**{**settings_base, "max_new_tokens": min(cfg.max_new_tokens, 16)},
+                          eos_token_ids=pair.eos_token_ids)
+    for sample in samples[:10]:
+        first = dataclasses.replace(sample, turns=sample.turns[:1])
+        if decode_sample(pair, generate, options, first, warm, cfg.seed)[0]["status"] == "ok":
+            for _ in range(cfg.warmup - 1):
+                decode_sample(pair, generate, options, first, warm, cfg.seed)
+            return first
+    log.warning("warm-up: none of the first %d samples decodes; the first timed samples are cold", min(10, len(samples)))
+    return None
+
+
+def measure_step_costs(pair: Pair, generate, options: dict, sample: Sample | None, settings: DecodeSettings) -> dict:
+    """The draft step cost c and verification cost v of this pair and method (harness.latency), timed apart from
+    the recorded decodes, so the cost-model figure cannot place a cell on its curve by construction."""
+    if sample is None:
+        return {"skipped": "no sample decodes to time the steps on"}
+    n = sample.images_per_turn()[0]
+    try:
+        prompt = pair.encode([{"role": "user", "content": sample.turns[0], "n_images": n}], open_images(sample.images[:n]))
+        return step_costs(pair.models, generate, options, prompt, settings)
+    except Exception as err:  # noqa: BLE001 - the samples' own records say what fails; this is one measurement
+        return {"skipped": f"{type(err).__name__}: {err}"}
+
+
+def setup_fault(records: list[dict]) -> str | None:
+    """The error when the first SETUP_SUSPECT samples all failed with one identical message (a bad option, a
+    mismatched model), else None: a sample's own fault names the sample (its id, its image, its length)."""
+    first = [r for r in records if r.get("final_turn")][:SETUP_SUSPECT]
+    errors = [r["error"] for r in first if r["status"] != "ok"]
+    if len(errors) == SETUP_SUSPECT and len(set(errors)) == 1:
+        return f"the first {SETUP_SUSPECT} samples all failed with: {errors[0]}"
+    return None
+
+
 def run_cell(cfg) -> dict:
+    settings_base = check_settings(cfg)
     cell = cell_dir(cfg)
+    with cell_lock(cell):
+        return _run_cell(cfg, cell, settings_base)
+
+
+def _run_cell(cfg, cell: Path, settings_base: dict) -> dict:
     resolved = OmegaConf.to_container(cfg, resolve=True)
     check_identity(cell, resolved)
     loaded = load_samples(cfg.dataset, cfg.n_samples)
     samples = loaded.samples
     summary = load_summary(cell)
-    if summary and summary.get("sample_ids") == [s.id for s in samples]:
-        log.info("skip %s: finished (summary.json exists)", cell)
-        return summary
+    retry = bool(cfg.get("retry_failed", False))
+    if summary and summary.get("sample_ids") == [s.id for s in samples] and not (retry and summary["n_failed"]):
+        found = len(read_records(cell))
+        if found == summary["n_records"]:
+            log.info("skip %s: finished (summary.json exists)%s", cell, f"; {summary['n_failed']} failed records: "
+                     "retry_failed=true decodes them again" if summary["n_failed"] else "")
+            return summary
+        log.warning("%s: summary.json counts %d records but %s holds %d complete ones: resuming", cell,
+                    summary["n_records"], SAMPLES, found)
 
     generate = get_method(cfg.method.name)
     options = method_options(cfg)
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)
-    settings_base = dict(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p)
-    if cfg.max_new_tokens < 1 or cfg.temperature < 0 or not 0 < cfg.top_p <= 1:
-        raise HarnessError(f"bad decoding settings {settings_base}: need max_new_tokens >= 1, temperature >= 0, "
-                           "0 < top_p <= 1")
     pack = packing.wanted(cfg.pack_weights, device, dtype)
     pair = load_pair(cfg.pair, device, dtype, need_draft=cfg.method.get("needs_draft", False),
                      need_eagle=cfg.method.get("needs_eagle", False), pack=pack,
                      block=kernels.block_tokens(cfg.method.name, options))
+    with_images = sum(bool(s.images) for s in samples)
+    if pair.processor is None and (cfg.dataset.get("images") or with_images == len(samples)):
+        raise HarnessError(f"dataset {cfg.dataset.name!r} is an image dataset ({with_images} of {len(samples)} samples "
+                           f"have images) but pair {cfg.pair.name!r} is text-only; use a vision-language pair")
     settings = DecodeSettings(**settings_base, eos_token_ids=pair.eos_token_ids)
 
-    cell.mkdir(parents=True, exist_ok=True)
     (cell / SUMMARY).unlink(missing_ok=True)  # the sample set changed: the old summary no longer holds
     write_atomic(cell / CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
     dtypes = {role: str(next(m.parameters()).dtype).removeprefix("torch.") for role, m in
@@ -143,16 +237,22 @@ def run_cell(cfg) -> dict:
     packed = {role: k["packed"] for role, k in pair.kernels.items()}
     write_atomic(cell / ENV, json.dumps({**environment(device), "packed_linear_weights": packed, "dtypes": dtypes,
                                          "kernels": pair.kernels, "kernel_machine": kernels.machine()}, indent=2))
-    done = read_complete(cell)
+    done = read_records(cell, repair=True)
+    failed = {r["id"] for r in done if r["status"] != "ok"}
+    if failed and (retry or all(r["status"] != "ok" for r in done)):  # a cell that never worked retries them anyway
+        log.info("%s: decoding %d failed samples again (their records move to %s)", cell, len(failed), RETRIED)
+        done = take_out(cell, done, failed)
     done_ids = {r["id"] for r in done}
     todo = [(i, s) for i, s in enumerate(samples) if s.id not in done_ids]
     log.info("%s: %d samples, %d done, %d to go", cell, len(samples), len(samples) - len(todo), len(todo))
 
-    if todo and cfg.warmup:
-        warm = DecodeSettings(**{**settings_base, "max_new_tokens": min(cfg.max_new_tokens, 16)},
-                              eos_token_ids=pair.eos_token_ids)
-        for _ in range(cfg.warmup):  # not recorded: first calls pay for allocation and kernel selection
-            decode_sample(pair, generate, options, dataclasses.replace(samples[0], turns=samples[0].turns[:1]), warm, cfg.seed)
+    working = warm_up(cfg, pair, generate, options, [s for _, s in todo] or samples, settings_base) if todo and \
+        cfg.warmup else None
+    costs = json.loads((cell / STEP_COSTS).read_text()) if (cell / STEP_COSTS).exists() else None
+    if todo and cfg.method.name != "ar":
+        costs = measure_step_costs(pair, generate, options, working or next((s for s in samples if not s.error), None),
+                                   settings)
+        write_atomic(cell / STEP_COSTS, json.dumps(costs, indent=2))
 
     strength = None
     if todo and cfg.method.name == "ar" and cfg.get("baseline_check", True):
@@ -163,24 +263,36 @@ def run_cell(cfg) -> dict:
     records = [r for r in done if r["id"] in wanted]
     first = stored_first_turns(cfg)
     started = time.perf_counter()
+    fresh = []  # this session's records: a setup fault shows in the first of them
     with open(cell / SAMPLES, "a", encoding="utf-8") as f:
         bar = tqdm(todo, desc=f"{cfg.method.tag} {cfg.dataset.name}", unit="sample", disable=not cfg.progress)
         for index, sample in bar:
             recs = decode_sample(pair, generate, options, sample, settings, cfg.seed + index, first.get(sample.id))
             append_sample(f, recs)
             records.extend(recs)
+            fresh.extend(recs)
             for r in recs:
                 if r["status"] != "ok":
                     log.warning("sample %s turn %d failed: %s", r["id"], r["turn"], r["error"])
+            fault = setup_fault(fresh)
+            if fault:
+                raise CellFailed(f"{cell}: {fault}. That is a fault of the setup (settings, models or data), not of "
+                                 "single samples: stopped, the cell is not marked finished; fix it and rerun (these "
+                                 "samples are decoded again)")
             ok = [r for r in records if r["status"] == "ok"]
             bar.set_postfix(tau=f"{sum(r['new_tokens'] for r in ok) / max(1, sum(r['target_calls'] for r in ok)):.2f}")
 
+    if records and not any(r["status"] == "ok" for r in records):
+        errors = collections.Counter(r["error"] for r in records)
+        error, n = errors.most_common(1)[0]
+        raise CellFailed(f"{cell}: every sample failed (most often, {n} of {len(records)}: {error}); the cell is "
+                         "not marked finished: fix the cause and rerun")
     summary = summarize(records, {
         "cell": str(cell), "method": cfg.method.name, "method_tag": cfg.method.tag, "pair": cfg.pair.name,
         "dataset": cfg.dataset.name, "dataset_source": loaded.info["source"], "dataset_selection": loaded.info,
         "sample_ids": [s.id for s in samples], "n_samples": len(samples), "warmup": cfg.warmup,
         "settings": settings_base, "run_seconds_this_session": time.perf_counter() - started,
-        **({"baseline": strength} if strength else {}),
+        **({"baseline": strength} if strength else {}), **({"step_costs": costs} if costs else {}),
     })
     write_atomic(cell / SUMMARY, json.dumps(summary, indent=2))
     log.info("%s: tau %.2f over %d ok records, %d failed", cell, summary["tau"] or 0, summary["n_ok"], summary["n_failed"])

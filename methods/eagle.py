@@ -190,14 +190,16 @@ class Eagle3(nn.Module):
 # --- heads: from the drafter's hidden state to target-vocabulary logits ----------------------------------
 
 
+HEADS = ("full", "reduced", "frspec", "specvocab")  # and, as a method option, "checkpoint": the one it was trained with
+
+
 class Head:
     """Logits over the target vocabulary [n, V]; tokens the head cannot propose get -inf."""
 
     def __init__(self, kind: str, drafter: Eagle3, target, k: int = 0, frequent: torch.Tensor | None = None,
                  speculator: nn.Module | None = None):
-        valid = ("full", "reduced", "frspec", "specvocab")
-        if kind not in valid:
-            raise ValueError(f"head {kind!r}; valid choices: {', '.join(valid)}")
+        if kind not in HEADS:
+            raise ValueError(f"head {kind!r}; valid choices: {', '.join(HEADS)}")
         self.kind, self.k, self.speculator = kind, k, speculator
         self.full = target.get_output_embeddings().weight  # [V, d_target]; tied drafter heads need d == d_target
         self.vocab = self.full.shape[0]
