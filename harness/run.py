@@ -72,6 +72,12 @@ def decode_sample(pair: Pair, generate, options: dict, sample: Sample, settings:
     return records
 
 
+def first_prompt(pair: Pair, sample: Sample):
+    """The sample's first turn as the target's prompt, with its images (for timings outside the records)."""
+    n = sample.images_per_turn()[0]
+    return pair.encode([{"role": "user", "content": sample.turns[0], "n_images": n}], open_images(sample.images[:n]))
+
+
 def stored_first_turns(cfg) -> dict[str, str]:
     """Turn-0 answers of another finished cell (`reuse_first_turn=DIR`), to decode only later turns."""
     src = cfg.get("reuse_first_turn")
@@ -97,9 +103,8 @@ def baseline_strength(cfg, pair: Pair, samples: list[Sample], settings_base: dic
         if len(prompts) == baseline.PROMPTS:
             break
         try:
-            n = s.images_per_turn()[0]
             if not s.error and s.turns[0].strip():
-                prompt = pair.encode([{"role": "user", "content": s.turns[0], "n_images": n}], open_images(s.images[:n]))
+                prompt = first_prompt(pair, s)
                 pair.check_fits(prompt, settings.max_new_tokens)
                 prompts.append(prompt)
         except Exception:  # noqa: BLE001 - e.g. an unreadable image: that sample fails later, in its own record
@@ -175,10 +180,8 @@ def measure_step_costs(pair: Pair, generate, options: dict, sample: Sample | Non
     the recorded decodes, so the cost-model figure cannot place a cell on its curve by construction."""
     if sample is None:
         return {"skipped": "no sample decodes to time the steps on"}
-    n = sample.images_per_turn()[0]
     try:
-        prompt = pair.encode([{"role": "user", "content": sample.turns[0], "n_images": n}], open_images(sample.images[:n]))
-        return step_costs(pair.models, generate, options, prompt, settings)
+        return step_costs(pair.models, generate, options, first_prompt(pair, sample), settings)
     except Exception as err:  # noqa: BLE001 - the samples' own records say what fails; this is one measurement
         return {"skipped": f"{type(err).__name__}: {err}"}
 
@@ -266,7 +269,7 @@ def _run_cell(cfg, cell: Path, settings_base: dict) -> dict:
     fresh = []  # this session's records: a setup fault shows in the first of them
     with open(cell / SAMPLES, "a", encoding="utf-8") as f:
         bar = tqdm(todo, desc=f"{cfg.method.tag} {cfg.dataset.name}", unit="sample", disable=not cfg.progress)
-        for index, sample in bar:
+        for decoded, (index, sample) in enumerate(bar, start=1):
             recs = decode_sample(pair, generate, options, sample, settings, cfg.seed + index, first.get(sample.id))
             append_sample(f, recs)
             records.extend(recs)
@@ -274,7 +277,7 @@ def _run_cell(cfg, cell: Path, settings_base: dict) -> dict:
             for r in recs:
                 if r["status"] != "ok":
                     log.warning("sample %s turn %d failed: %s", r["id"], r["turn"], r["error"])
-            fault = setup_fault(fresh)
+            fault = setup_fault(fresh) if decoded == SETUP_SUSPECT else None  # judged once, on the first three
             if fault:
                 raise CellFailed(f"{cell}: {fault}. That is a fault of the setup (settings, models or data), not of "
                                  "single samples: stopped, the cell is not marked finished; fix it and rerun (these "
