@@ -34,15 +34,15 @@ status: setup    # done / partial / failed / missing cells of RESULTS
 	$(PY) -m harness.report --status $(RESULTS)
 
 zoo: setup       # rebuild the text zoo from scratch: smol-draft, then smol-eagle3 (+ SpecVocab speculator)
-	$(PY) -m harness.zoo.train_draft
-	$(PY) -m harness.zoo.train_eagle
+	$(PY) -m harness.train.draft
+	$(PY) -m harness.train.eagle
 
 zoo-reduced: setup   # EAGLE-3's reduced-vocabulary heads (N = 8192, 16384), warm-started from smol-eagle3 (after zoo)
-	$(PY) -m harness.zoo.train_eagle --head reduced --vocab 8192 --init-from harness/zoo/weights/smol-eagle3 --steps 600
-	$(PY) -m harness.zoo.train_eagle --head reduced --vocab 16384 --init-from harness/zoo/weights/smol-eagle3 --steps 600
+	$(PY) -m harness.train.eagle --head reduced --vocab 8192 --init-from harness/zoo/weights/smol-eagle3 --steps 600
+	$(PY) -m harness.train.eagle --head reduced --vocab 16384 --init-from harness/zoo/weights/smol-eagle3 --steps 600
 
 zoo-vlm: setup   # rebuild tiny-llava (target vision tower + projector, distilled draft)
-	$(PY) -m harness.zoo.train_vlm
+	$(PY) -m harness.train.vlm
 
 bench: setup
 	$(PY) -m harness.bench

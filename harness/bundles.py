@@ -1,7 +1,7 @@
 """Write the offline bundles: a few samples per dataset, so every dataset config also runs with no hub.
 
 Everything here is written for this project: the questions, texts and code stubs below, and the images,
-drawn by `harness.zoo.scenes` (reference answers come from the scenes' ground truth). Nothing is copied
+drawn by `harness.scenes` (reference answers come from the scenes' ground truth). Nothing is copied
 from the real datasets; the samples only imitate each task's style. Output is deterministic:
 
     python -m harness.bundles              # rewrite datasets/bundled/<name>.jsonl and images/<name>/*.png
@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from harness import PROJECT_ROOT
-from harness.zoo import scenes
+from harness import scenes
 
 OUT_DIR = PROJECT_ROOT / "datasets" / "bundled"
 BUILDERS = {}  # name -> function(Bundle), in output order

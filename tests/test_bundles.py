@@ -11,7 +11,7 @@ from PIL import Image
 
 from harness import bundles
 from harness.data import load_jsonl
-from harness.zoo import scenes
+from harness import scenes
 
 NAMES = ["llava_w", "docvqa", "pope", "mmvet", "iedit", "magicbrush", "spot_the_diff", "pororo_sv", "vist",
          "nq", "gsm8k", "mt_bench", "humaneval", "alpaca", "cnn_dm", "specbench"]

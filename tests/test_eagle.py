@@ -82,7 +82,7 @@ def drafters(tmp_path_factory):
 
 
 def bigram_items(n: int, new_tokens: int, seed: int) -> list[dict]:
-    """Training items (train_eagle's layout) from the bigram target's greedy answers to n random 5-token prompts:
+    """Training items (harness.train.eagle's layout) from the bigram target's greedy answers to n random 5-token prompts:
     ids, features, and the target's top-8 log-probabilities at every answer position."""
     g, items = torch.Generator().manual_seed(seed), []
     with torch.no_grad():
@@ -100,7 +100,7 @@ def bigram_items(n: int, new_tokens: int, seed: int) -> list[dict]:
 @pytest.fixture(scope="module")
 def trained():
     """A drafter trained with training-time test on the bigram target's own greedy outputs (seconds)."""
-    from harness.zoo.train_eagle import drafter_config, new_drafter, train
+    from harness.train.eagle import drafter_config, new_drafter, train
     from methods.eagle import VocabSpeculator
 
     items = bigram_items(48, new_tokens=24, seed=0)
@@ -288,7 +288,7 @@ def test_eagle_and_specvocab_through_the_cli(tmp_path, random_pair_dir):
 def test_feature_scale_is_folded_into_fc_at_export(tmp_path):
     """Training reads features / per-dimension RMS (SmolLM2's massive dimensions would swamp fc); the exported
     fc must compute the same thing from raw features, so the inference path is unchanged."""
-    from harness.zoo.train_eagle import drafter_config, export, feature_scale, make_batch, new_drafter, ttt_states
+    from harness.train.eagle import drafter_config, export, feature_scale, make_batch, new_drafter, ttt_states
 
     g = torch.Generator().manual_seed(3)
     feats = torch.randn(12, 3 * HIDDEN, generator=g)
@@ -313,7 +313,7 @@ def test_feature_scale_is_folded_into_fc_at_export(tmp_path):
 def test_big_checkpoints_are_sharded_with_the_standard_index(tmp_path):
     """A reduced head of 16384 rows does not fit one 20 MB file: export writes whole-tensor shards and the
     model.safetensors.index.json that the hub's sharded checkpoints use; the loader reads them back."""
-    from harness.zoo.train_eagle import save_shards
+    from harness.train.eagle import save_shards
     from methods.eagle import INDEX, read_weights
 
     state = write_checkpoint(tmp_path / "one", draft_vocab=48, fmt="safetensors")
@@ -338,7 +338,7 @@ def test_big_checkpoints_are_sharded_with_the_standard_index(tmp_path):
 def test_validation_counts_agreement_on_held_out_answers(trained):
     """Held-out top-1 per TTT step: high for the trained drafter on fresh bigram outputs, near chance for an
     untrained one (the measure the build reports next to the training agreement)."""
-    from harness.zoo.train_eagle import drafter_config, new_drafter, validate
+    from harness.train.eagle import drafter_config, new_drafter, validate
 
     eagle, _ = trained
     items = bigram_items(8, new_tokens=16, seed=11)
@@ -351,7 +351,7 @@ def test_validation_counts_agreement_on_held_out_answers(trained):
 def test_warm_start_reads_back_what_training_saw(tmp_path):
     """A reduced head starts from the full-head drafter: warm_start undoes the export's folded feature scale, so
     the new drafter computes exactly the trained drafter's states; the head is left alone."""
-    from harness.zoo.train_eagle import drafter_config, export, new_drafter, warm_start
+    from harness.train.eagle import drafter_config, export, new_drafter, warm_start
 
     scale = torch.rand(3 * HIDDEN) * 10 + 0.5
     trained_full = new_drafter(drafter_config(TARGET.config, VOCAB), TARGET, 0)

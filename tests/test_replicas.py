@@ -229,7 +229,7 @@ def test_a_tokenizer_without_a_chat_template_needs_a_named_format(replicas, tmp_
 def test_official_checkpoints_get_frspec_and_specvocab_from_the_projects_tools(pair, replicas, tmp_path):
     """An official EAGLE-3 checkpoint has no speculator and no frequency list: the error names the tool that makes
     each, and with their outputs (pair.eagle.speculator / frequent_tokens) SpecVocab and FR-Spec run losslessly."""
-    from harness.zoo import frspec, train_speculator
+    from harness.train import frspec, speculator as train_speculator
 
     ids = PAIRS[pair][0]
     data = ["dataset=mt_bench", "dataset.source=bundled", "n_samples=1"]

@@ -105,7 +105,7 @@ def test_the_chi_square_test_can_fail():
 
 def eagle_drafter(seed: int = 0):
     """A random EAGLE-3 drafter for TARGET, its weights scaled up so its proposals are peaked and often wrong."""
-    from harness.zoo.train_eagle import drafter_config, new_drafter
+    from harness.train.eagle import drafter_config, new_drafter
     from methods.eagle import VocabSpeculator
 
     eagle = new_drafter(drafter_config(TARGET.config, V), TARGET, seed)

@@ -128,7 +128,7 @@ def test_cache_crop_rolls_back(draft):
 def test_smoke_build_runs_end_to_end(tmp_path):
     out = tmp_path / "weights"
     proc = harness_cli("--smoke", "--work", str(tmp_path / "work"), "--out", str(out), cwd=tmp_path,
-                       module="harness.zoo.train_draft", timeout=240)
+                       module="harness.train.draft", timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert {"model.safetensors", "config.json", "build.json"} <= {p.name for p in out.iterdir()}
     model, _ = smol_draft.load(torch.float32, out)
@@ -137,7 +137,7 @@ def test_smoke_build_runs_end_to_end(tmp_path):
     assert torch.isfinite(logits).sum() == 3 * model.cfg["n_draft_vocab"]
     # A second run resumes from the cached data and checkpoint.
     again = harness_cli("--smoke", "--work", str(tmp_path / "work"), "--out", str(out), cwd=tmp_path,
-                        module="harness.zoo.train_draft", timeout=240)
+                        module="harness.train.draft", timeout=240)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "resuming from step 3" in again.stdout
 
@@ -161,7 +161,7 @@ def test_sd_with_smol_draft_is_lossless(draft, target):
 def test_missing_weights_say_how_to_build(tmp_path):
     from harness import HarnessError
 
-    with pytest.raises(HarnessError, match="train_draft"):
+    with pytest.raises(HarnessError, match="harness.train.draft"):
         smol_draft.load(torch.float32, tmp_path)
 
 
@@ -173,12 +173,12 @@ def test_prompt_sets_are_disjoint():
 
 
 def test_eagle_smoke_build_exports_the_official_layout(tmp_path, target):
-    """harness.zoo.train_eagle end to end on a tiny budget: the export loads as an EAGLE-3 checkpoint (tied full
+    """harness.train.eagle end to end on a tiny budget: the export loads as an EAGLE-3 checkpoint (tied full
     head, speculator, frequency list) and decodes losslessly with every head."""
     from methods.eagle import FREQUENT, load_eagle3
 
     out = tmp_path / "eagle"
-    proc = harness_cli("--smoke", "--out", str(out), cwd=tmp_path, module="harness.zoo.train_eagle", timeout=300)
+    proc = harness_cli("--smoke", "--out", str(out), cwd=tmp_path, module="harness.train.eagle", timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     with safe_open(str(out / "model.safetensors"), "pt") as f:
         keys = set(f.keys())

@@ -11,7 +11,9 @@ from PIL import Image
 from safetensors import safe_open
 
 from harness.models import load_pair
-from harness.zoo import scenes, tiny_llava, vlm_data
+from harness import scenes
+from harness.train import vlm_data
+from harness.zoo import tiny_llava
 from methods import DecodeSettings, get_method
 from methods.drafting import CAPTION_PREFIX, mode_embeds, newline_id, vision_features
 from tests.conftest import ROOT
@@ -160,7 +162,7 @@ def test_eval_sets_are_the_generators(tmp_path):
 
 
 def test_smoke_build(tmp_path):
-    from harness.zoo import train_vlm
+    from harness.train import vlm as train_vlm
 
     train_vlm.main(["--smoke", "--work", str(tmp_path), "--out", str(tmp_path / "weights")])
     build = json.loads((tmp_path / "weights" / "build.json").read_text())
@@ -182,7 +184,7 @@ def test_save_weights_splits_tensors_bigger_than_a_file(tmp_path):
 
 
 def test_vision_pretraining_targets_name_what_each_patch_shows():
-    from harness.zoo.train_vlm import Encoder, WordTargets, patch_words
+    from harness.train.vlm import Encoder, WordTargets, patch_words
 
     g, size = tiny_llava.GRID, vlm_data.RENDER
     cell = size // g

@@ -1,6 +1,8 @@
 """The embedded default: small models that run with no GPU and no hub access.
 
-Pair configs name them as `embedded:NAME`. Each entry builds (model, tokenizer) for a dtype.
+Pair configs name them as `embedded:NAME`. Each entry builds (model, tokenizer) for a dtype. This package holds
+only what the runtime loads (model classes, loaders, weights, cards); the scripts that build the weights are in
+harness/train/.
 """
 from __future__ import annotations
 
@@ -9,13 +11,13 @@ from pathlib import Path
 from harness import HarnessError
 from harness.zoo import smol_draft, smollm2, tiny_llava
 
-WEIGHTS = Path(__file__).resolve().parent / "weights"  # committed weights built by this package's scripts
+WEIGHTS = Path(__file__).resolve().parent / "weights"  # committed weights, built by harness/train/
 
 EMBEDDED = {
     "smollm2-135m-instruct": smollm2.load_instruct,
-    # Small draft distilled from SmolLM2-135M-Instruct (cards/smol-draft.md; built by harness.zoo.train_draft).
+    # Small draft distilled from SmolLM2-135M-Instruct (cards/smol-draft.md; built by harness.train.draft).
     "smol-draft": smol_draft.load,
-    # LLaVA pair on frozen SmolLM2 (cards/tiny-llava-*.md; built by harness.zoo.train_vlm): (model, processor).
+    # LLaVA pair on frozen SmolLM2 (cards/tiny-llava-*.md; built by harness.train.vlm): (model, processor).
     "tiny-llava-target": tiny_llava.load_target,
     "tiny-llava-draft": tiny_llava.load_draft,
 }

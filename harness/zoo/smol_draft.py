@@ -19,16 +19,17 @@ Two parts, combined in the draft's logits:
    tokens occurred earlier in the sequence (prompt or answer), the token that followed the longest, most
    recent such occurrence gets the logit `max + copy_bonus`, so it is drafted. SmolLM2 repeats the prompt's
    words and its own phrases often; on held-out prompts this lifts the draft's agreement with the target
-   far more than a bigger LM would (see cards/smol-draft.md). The draft keeps the token history on the
-   `DynamicCache` object it is given, truncated to the cache's length on every call, so cropping the cache
-   rolls the history back too.
+   far more than a bigger LM would (see cards/smol-draft.md). The draft keeps each cache's token history in
+   its own state (a weak map from cache to ids: a history goes when its cache does), truncated to the cache's
+   length on every call, so cropping the cache rolls the history back too.
 
 Files in `weights/smol-draft/`: `config.json` (sizes) and `model.safetensors` (fp16 weights written by
-`python -m harness.zoo.train_draft`, plus the int32 `vocab_ids` map).
+`python -m harness.train.draft`, plus the int32 `vocab_ids` map).
 """
 from __future__ import annotations
 
 import json
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -46,10 +47,9 @@ from harness.packing import PackedLinear
 from harness.zoo import smollm2
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights" / "smol-draft"
-BUILD = "python -m harness.zoo.train_draft"
-HISTORY = "smol_draft_ids"  # attribute of the DynamicCache holding the token history
+BUILD = "python -m harness.train.draft"
 
-# Sizes of the committed draft; train_draft.py may override them.
+# Sizes of the committed draft; harness/train/draft.py may override them.
 DEFAULT_CONFIG = dict(hidden_size=256, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
                       intermediate_size=1024, n_draft_vocab=8192, embed_dim=576, target_vocab=49152,
                       rope_theta=100000.0, rms_norm_eps=1e-5, eos_token_id=2, bos_token_id=1,
@@ -105,6 +105,7 @@ class SmolDraft(PreTrainedModel, GenerationMixin):
         self.head = nn.Linear(cfg["hidden_size"], cfg["n_draft_vocab"], bias=False)
         self.register_buffer("vocab_ids", vocab_ids.long().clone())
         self._fused = self._rotary = None  # decoding's fused weights and rotary table, built on first use
+        self._history = weakref.WeakKeyDictionary()  # cache -> the token ids it holds (for copying)
 
     @staticmethod
     def llama_config(cfg: dict) -> LlamaConfig:
@@ -202,13 +203,13 @@ class SmolDraft(PreTrainedModel, GenerationMixin):
         logits = small.new_full((*small.shape[:-1], self.config.vocab_size), float("-inf"))
         logits[..., self.vocab_ids] = small
         # Token history for copying: what this cache has seen (cropped with it), then the new tokens.
-        seen = getattr(past_key_values, HISTORY, None) if past_key_values is not None else None
+        seen = self._history.get(past_key_values) if past_key_values is not None else None
         if seen is not None and seen.shape[1] >= past and seen.shape[0] == input_ids.shape[0]:
             history = torch.cat([seen[:, :past].to(input_ids.device), input_ids], dim=1)
         else:  # a cache filled elsewhere: copy from what we were given
             history = input_ids
         if past_key_values is not None and use_cache:
-            setattr(past_key_values, HISTORY, history)
+            self._history[past_key_values] = history
         cand = copy_candidates(history.cpu(), logits.shape[1], self.cfg["copy_min_match"], self.cfg["copy_max_match"])
         rows, cols = (cand >= 0).nonzero(as_tuple=True)
         if len(rows):

@@ -12,7 +12,7 @@ Both come with one `LlavaProcessor`: SmolLM2's tokenizer plus an `<image>` token
 the vocabulary; SmolLM2's embedding gets a zero row for it, so its logit is always 0 and the frozen model
 is otherwise unchanged), a `CLIPImageProcessor` at IMAGE_SIZE, and a ChatML chat template like SmolLM2's
 that also renders content lists (each image as `<image>` + newline, expanded to IMAGE_TOKENS tokens).
-Built by `python -m harness.zoo.train_vlm`; model cards in `cards/tiny-llava-*.md`.
+Built by `python -m harness.train.vlm`; model cards in `cards/tiny-llava-*.md`.
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from harness import HarnessError
 from harness.zoo import smollm2
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights" / "tiny-llava"
-BUILD = "python -m harness.zoo.train_vlm"
+BUILD = "python -m harness.train.vlm"
 IMAGE_TOKEN = "<image>"
 IMAGE_SIZE, PATCH = 96, 24
 GRID = IMAGE_SIZE // PATCH  # 4x4 patches: 16 image tokens (CLS dropped); pooled 2x2 -> 2x2 = 4

@@ -1,6 +1,6 @@
 """A SpecVocab vocabulary speculator for any EAGLE-3 checkpoint, trained on its own target (a GPU job on real models).
 
-    python -m harness.zoo.train_speculator --pair llama-3.1-8b__eagle3 --out speculators/llama-3.1-8b.safetensors
+    python -m harness.train.speculator --pair llama-3.1-8b__eagle3 --out speculators/llama-3.1-8b.safetensors
     python -m harness method=specvocab pair=llama-3.1-8b__eagle3 pair.eagle.speculator=speculators/llama-3.1-8b.safetensors
 
 SpecVocab (Samsung, 2026) drafts with the full tied head but evaluates it only on the top-k ids of a cheap
@@ -74,7 +74,7 @@ def recall(spec: VocabSpeculator, states: torch.Tensor, ids: torch.Tensor, k: in
 
 
 def train(states, ids, logps, vocab: int, rank: int, steps: int, batch: int, lr: float, seed: int) -> VocabSpeculator:
-    from harness.zoo.train_eagle import soft_ce
+    from harness.train.eagle import soft_ce
 
     torch.manual_seed(seed)
     spec = VocabSpeculator(states.shape[1], rank, vocab)
@@ -91,7 +91,7 @@ def train(states, ids, logps, vocab: int, rank: int, steps: int, batch: int, lr:
 
 
 def main(argv=None) -> Path:
-    ap = argparse.ArgumentParser(prog="python -m harness.zoo.train_speculator", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m harness.train.speculator", description=__doc__.split("\n")[0])
     ap.add_argument("--pair", required=True, help="a pair config with an EAGLE-3 drafter (name or yaml path)")
     ap.add_argument("--target", help="override pair.target.id (a local folder, e.g. a replica)")
     ap.add_argument("--eagle", help="override pair.eagle.id")

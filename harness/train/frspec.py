@@ -1,6 +1,6 @@
 """FR-Spec's frequency list for any tokenizer: token ids by descending count over a text corpus.
 
-    python -m harness.zoo.frspec --tokenizer meta-llama/Llama-3.1-8B-Instruct --corpus slimpajama.jsonl \
+    python -m harness.train.frspec --tokenizer meta-llama/Llama-3.1-8B-Instruct --corpus slimpajama.jsonl \
         --field text --max-lines 1000000 --out frspec/llama-3.1/frequent_tokens.json
     python -m harness method=grid/eagle_frspec32k pair=llama-3.1-8b__eagle3 pair.eagle.frequent_tokens=frspec/llama-3.1/frequent_tokens.json
 
@@ -50,7 +50,7 @@ def corpus_lines(files: list[Path], field: str | None, max_lines: int | None):
 
 
 def main(argv=None) -> Path:
-    ap = argparse.ArgumentParser(prog="python -m harness.zoo.frspec", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m harness.train.frspec", description=__doc__.split("\n")[0])
     ap.add_argument("--tokenizer", required=True, help="the target's tokenizer: a hub id or a local folder")
     ap.add_argument("--corpus", type=Path, nargs="+", required=True, help="text or jsonl files (.gz allowed)")
     ap.add_argument("--field", default=None, help="jsonl: the key holding each document's text")

@@ -1,12 +1,12 @@
 """Build smol-eagle3 (and its SpecVocab speculator): an EAGLE-3 drafter for SmolLM2-135M-Instruct, on CPU.
 
-    python -m harness.zoo.train_eagle                          # full vocab head (tied) + vocabulary speculator
-    python -m harness.zoo.train_eagle --head reduced --vocab 8192   # EAGLE-3's reduced head with d2t/t2d
-    python -m harness.zoo.train_eagle --smoke                  # end-to-end check in seconds
+    python -m harness.train.eagle                          # full vocab head (tied) + vocabulary speculator
+    python -m harness.train.eagle --head reduced --vocab 8192   # EAGLE-3's reduced head with d2t/t2d
+    python -m harness.train.eagle --smoke                  # end-to-end check in seconds
 
 Stages (resumable; intermediate files under `<cache_root>/smol-eagle3/`):
   1. data      the target's own answers to datasets/zoo-prompts/train.jsonl with its top-k log-probabilities
-               (shared with smol-draft: harness.zoo.train_draft's generate stage, same cache).
+               (shared with smol-draft: harness.train.draft's generate stage, same cache).
   2. features  the target's hidden states entering layers 2, L//2, L-3 over prompt + answer (bf16 shards).
   3. train     training-time test (EAGLE-3): step 0 reads the target's features; step i reads the drafter's own
                outputs of step i-1, one position back, and attends to the step-0 entries up to its chain's start
@@ -35,9 +35,10 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 from transformers import LlamaConfig
 
-from harness.zoo import WEIGHTS, smollm2, train_draft
-from harness.zoo.frspec import frequency_order
-from harness.zoo.build import atomic_save, compare_with_ar, digest, read_jsonl, write_build
+from harness.train import draft
+from harness.train.common import atomic_save, compare_with_ar, digest, read_jsonl, write_build
+from harness.train.frspec import frequency_order
+from harness.zoo import WEIGHTS, smollm2
 from methods.eagle import FREQUENT, INDEX, Eagle3, VocabSpeculator, feature_layers
 
 EOS = 2
@@ -362,7 +363,7 @@ def stage_eval(folder: Path, n_eval: int, tokens: int, heads: list[tuple[str, in
     eagle = load_eagle3(folder, target, torch.float32)
     models = Models(target.eval(), eagle=eagle)
     settings = DecodeSettings(max_new_tokens=tokens, eos_token_ids=(EOS,))
-    questions = read_jsonl(train_draft.PROMPTS / "eval.jsonl")[:n_eval]
+    questions = read_jsonl(draft.PROMPTS / "eval.jsonl")[:n_eval]
     results = {}
     with torch.no_grad():
         h = torch.randn(1, eagle.config.hidden_size)
@@ -409,7 +410,7 @@ def main(argv=None):
     ap.add_argument("--eval-tokens", type=int, default=128)
     ap.add_argument("--no-eval", action="store_true")
     args = ap.parse_args(argv)
-    draft_args = train_draft.parser().parse_args(["--smoke"] if args.smoke else [])
+    draft_args = draft.parser().parse_args(["--smoke"] if args.smoke else [])
     if args.smoke:
         draft_args.n_prompts, draft_args.max_new, draft_args.gen_batch = 4, 8, 4
         args.answers, args.steps, args.batch, args.ttt, args.vocab, args.no_eval = 4, 2, 2, 2, 512, True
@@ -419,7 +420,7 @@ def main(argv=None):
     times = {}
 
     t = time.time()
-    data = train_draft.stage_generate(draft_args, smollm2.cache_root() / ("smol-draft-smoke" if args.smoke else "smol-draft"))
+    data = draft.stage_generate(draft_args, smollm2.cache_root() / ("smol-draft-smoke" if args.smoke else "smol-draft"))
     data = data[: args.answers]
     times["data_s"] = time.time() - t
     target, _ = smollm2.load_instruct(torch.bfloat16)

@@ -1,7 +1,7 @@
 """Build smol-draft: distil SmolLM2-135M-Instruct into a small draft LM on CPU.
 
-    python -m harness.zoo.train_draft            # full build (~40 min on 2 CPU cores), writes weights/smol-draft/
-    python -m harness.zoo.train_draft --smoke    # end-to-end check in seconds on a tiny budget
+    python -m harness.train.draft            # full build (~40 min on 2 CPU cores), writes weights/smol-draft/
+    python -m harness.train.draft --smoke    # end-to-end check in seconds on a tiny budget
 
 Stages (each resumable; intermediate files under `<cache_root>/smol-draft/`, keyed by their settings):
   1. generate  the target answers `datasets/zoo-prompts/train.jsonl` greedily with its chat template
@@ -30,8 +30,8 @@ from tqdm import tqdm
 from transformers import AutoTokenizer
 
 from harness import PROJECT_ROOT
+from harness.train.common import atomic_save, compare_with_ar, digest, greedy_topk, read_jsonl, write_build
 from harness.zoo import smol_draft, smollm2
-from harness.zoo.build import atomic_save, compare_with_ar, digest, greedy_topk, read_jsonl, write_build
 from harness.zoo.smol_draft import DEFAULT_CONFIG, SmolDraft
 
 PROMPTS = PROJECT_ROOT / "datasets" / "zoo-prompts"

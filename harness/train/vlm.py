@@ -1,11 +1,11 @@
 """Build tiny-llava (harness/zoo/tiny_llava.py) on CPU: a LLaVA target around frozen SmolLM2-135M-Instruct and
 a small LLaVA draft distilled from it.
 
-    python -m harness.zoo.train_vlm            # full build (~70 min on 2 CPU cores), writes weights/tiny-llava/
-    python -m harness.zoo.train_vlm --smoke    # end-to-end check in seconds on a tiny budget
+    python -m harness.train.vlm            # full build (~70 min on 2 CPU cores), writes weights/tiny-llava/
+    python -m harness.train.vlm --smoke    # end-to-end check in seconds on a tiny budget
 
 Stages (each resumable; intermediate files under `<cache_root>/tiny-llava/`, keyed by their settings):
-  1. data     render-free sample lists from harness.zoo.vlm_data: the target's training set, the draft's
+  1. data     render-free sample lists from harness.train.vlm_data: the target's training set, the draft's
               distillation set (image samples + text-only prompts), the held-out eval sets.
   2. text     SmolLM2's own greedy answers to the text prompts (the target with no image *is* SmolLM2): labels
               for the target's "text question + unrelated picture" samples, and the draft's text-only data.
@@ -42,8 +42,10 @@ import torch.nn.functional as F
 from tqdm import tqdm
 from transformers import DynamicCache
 
-from harness.zoo import scenes, smollm2, tiny_llava, vlm_data
-from harness.zoo.build import atomic_save, digest, greedy_topk, write_build
+from harness import scenes
+from harness.train import vlm_data
+from harness.train.common import atomic_save, digest, greedy_topk, write_build
+from harness.zoo import smollm2, tiny_llava
 from harness.zoo.tiny_llava import IMAGE_TOKENS
 
 EOS, NEWLINE = 2, 198
@@ -86,7 +88,7 @@ class Encoder:
 # --- generation (stages 2 and 5) ----------------------------------------------------------------------------
 
 def generate(model, enc: Encoder, samples: list[dict], max_new: int, topk: int, use_images: bool = True) -> list[dict]:
-    """Greedy answers with top-k log-probs (harness.zoo.build.greedy_topk), keyed by sample id."""
+    """Greedy answers with top-k log-probs (harness.train.common.greedy_topk), keyed by sample id."""
     prompts = [enc.prompt(s["question"], len(s["images"]) if use_images else 0) for s in samples]
     extra = {}
     if use_images and any(s["images"] for s in samples):

@@ -1,17 +1,17 @@
 """Synthetic visual-world instruction data for tiny-llava, deterministic from a seed.
 
-Images come from `harness.zoo.scenes` (shapes, landscapes, charts, documents, image pairs, story frames),
+Images come from `harness.scenes` (shapes, landscapes, charts, documents, image pairs, story frames),
 drawn at RENDER pixels (the processor scales them to the model's input size). Every image-grounded
 question is answered from the scene's ground truth in a fixed plain style, which is what the target learns
 to say. Image-independent prompts (arithmetic word problems, general questions) carry no answer here:
-their answer is the frozen language model's own (see train_vlm).
+their answer is the frozen language model's own (see harness.train.vlm).
 
 A sample is a plain dict: id, kind, split, images (scene specs, drawn by `scenes.render`), question,
 answer (None for text prompts) and, for counting/colour questions, `truth` (the word the answer must
 contain) and `options` (the answer space; chance accuracy = 1 / len(options)).
 
     samples = make_samples("train", 5000, seed=0)    # target training
-    python -m harness.zoo.vlm_data                   # write the held-out eval sets to datasets/vlm-eval/
+    python -m harness.train.vlm_data                   # write the held-out eval sets to datasets/vlm-eval/
 """
 from __future__ import annotations
 
@@ -20,9 +20,8 @@ import json
 import random
 from pathlib import Path
 
-from harness import PROJECT_ROOT
-from harness.zoo import scenes
-from harness.zoo.scenes import article, noun
+from harness import PROJECT_ROOT, scenes
+from harness.scenes import article, noun
 
 RENDER = 192
 EVAL_DIR = PROJECT_ROOT / "datasets" / "vlm-eval"

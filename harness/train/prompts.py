@@ -4,7 +4,7 @@ Prompts are built from templates x fill-ins written for this project. Every pool
 tasks, sentences, ...) is split once: every 6th item is reserved for the eval set, so eval prompts
 ask about things no training prompt mentions. The output is deterministic:
 
-    python -m harness.zoo.prompts            # rewrite both files
+    python -m harness.train.prompts            # rewrite both files
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Pieces every zoo build script shares: cache keys, atomic writes, the target's greedy answers with its top-k
+"""Pieces every build script in harness.train shares: cache keys, atomic writes, the target's greedy answers with its top-k
 log-probabilities (the distillation data), and the build.json every weights folder carries."""
 from __future__ import annotations
 
