@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from harness.hub import from_hf
 from methods import DecodeSettings, get_method
 
 
@@ -32,11 +33,10 @@ class DraftCaptioner:
 
 class HubCaptioner:
     def __init__(self, model_id: str, task: str, max_new_tokens: int, num_beams: int, device, dtype):
-        from harness.models import _from_hf
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
-        self.processor = _from_hf(AutoProcessor, model_id)
-        self.model = _from_hf(AutoModelForImageTextToText, model_id, dtype=dtype).to(device).eval()
+        self.processor = from_hf(AutoProcessor, model_id)
+        self.model = from_hf(AutoModelForImageTextToText, model_id, dtype=dtype).to(device).eval()
         self.task, self.max_new_tokens, self.num_beams = task, max_new_tokens, num_beams
 
     @torch.inference_mode()

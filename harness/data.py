@@ -13,14 +13,11 @@ Selection is deterministic: the same config always yields the same samples in th
 from __future__ import annotations
 
 import logging
-import os
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlparse
-from urllib.request import getproxies, proxy_bypass
 
 from harness import PROJECT_ROOT, HarnessError
+from harness.hub import hub_logs_once, hub_offline, hub_reachable
 from harness.jsonl import Line, parse, split_lines
 
 log = logging.getLogger("harness")
@@ -108,42 +105,6 @@ def image_path(file: Path, where: str, image: str, allow_outside: bool) -> str:
 
 
 # --- Hugging Face datasets ------------------------------------------------------------------------
-
-
-def hub_offline() -> bool:
-    """HF_HUB_OFFLINE as huggingface_hub reads it."""
-    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-
-
-def hub_endpoint():
-    """The hub URL huggingface_hub talks to, for probes and messages."""
-    return urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-
-
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """A quick TCP probe of the hub endpoint, so a closed network fails in seconds, not after huggingface_hub's
-    ~25 s of retries. Behind a proxy only a real request can tell, so that counts as reachable."""
-    url = hub_endpoint()
-    if getproxies().get(url.scheme) and not proxy_bypass(url.hostname):
-        return True
-    try:
-        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)),
-                                 timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
-def hub_logs_once() -> None:
-    """huggingface_hub gives its logger a stderr handler of its own *and* lets it propagate, so once Hydra has
-    configured the root logger every retry warning prints twice: drop the library's handler, keep Hydra's.
-    httpx (httpx2 in some huggingface_hub builds) logs every request at INFO, which Hydra's root level shows."""
-    for name in ("httpx", "httpx2"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    hub = logging.getLogger("huggingface_hub")
-    if logging.getLogger().handlers:
-        for handler in list(hub.handlers):
-            hub.removeHandler(handler)
 
 
 def hub_ids(hub) -> list[str]:

@@ -2,13 +2,12 @@
 
 A model is named in a pair config by `id`: `embedded:NAME` (the zoo), a local folder, or a Hugging Face
 hub id. Hub downloads happen only when the id is a hub id, the files are not cached, and HF_HUB_OFFLINE is
-unset; otherwise the error says what is missing and how to fetch it.
+unset; otherwise the error says what is missing and how to fetch it (harness.hub).
 """
 from __future__ import annotations
 
 import functools
 import re
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +16,9 @@ from omegaconf import OmegaConf
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
 
 from harness import PROJECT_ROOT, HarnessError
-from harness.data import hub_endpoint, hub_logs_once, hub_offline, hub_reachable
+from harness.captioner import load_captioner
+from harness.hub import embedded_name, from_hf, snapshot
+from harness.hub import from_hf as _from_hf  # noqa: F401 - for harness/train/frspec.py until it imports harness.hub
 from harness.kernels import choose_packing
 from harness.packing import pack_linears
 from harness.zoo import load_embedded
@@ -74,55 +75,6 @@ def shipped_dtype(config) -> torch.dtype:
     return torch.bfloat16 if dtype == torch.bfloat16 else torch.float16
 
 
-def _unreachable(err: BaseException | None) -> bool:
-    """Whether a hub error comes from a connection that failed: huggingface_hub wraps the socket's error
-    (refused, unknown host, timeout) in its own (LocalEntryNotFoundError), and transformers that in an OSError."""
-    while err is not None:
-        if isinstance(err, (ConnectionError, socket.gaierror, TimeoutError)):
-            return True
-        err = err.__cause__ or err.__context__
-    return False
-
-
-def _missing(model_id: str, err: BaseException | None) -> HarnessError:
-    """The missing-model error with its cause; err None: the hub did not answer the probe."""
-    how = (f"Fetch it on a machine with hub access:\n    hf download {model_id}\n"
-           f"then copy the Hugging Face cache (~/.cache/huggingface/hub) here, or point the pair at a local folder "
-           f"(pair.target.id=/path/to/model).")
-    if hub_offline():
-        cause = "HF_HUB_OFFLINE is set, so nothing was downloaded."
-    elif err is None or _unreachable(err):
-        cause = (f"The Hugging Face hub ({hub_endpoint().hostname}) could not be reached; HF_HUB_OFFLINE=1 skips "
-                 f"trying it (and its retries).")
-    else:
-        cause = f"({type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''})."
-    return HarnessError(f"model {model_id!r} is not available locally and could not be downloaded. {cause} {how}")
-
-
-def _try_hub(model_id: str, err: BaseException) -> None:
-    """Raise the missing-model error unless a download is worth trying: online, and the hub answers a probe
-    (a closed network fails in seconds instead of after huggingface_hub's ~30 s of retries)."""
-    if hub_offline():
-        raise _missing(model_id, err) from None
-    if not hub_reachable():
-        raise _missing(model_id, None) from None
-    hub_logs_once()
-
-
-def _from_hf(cls, model_id: str, **kwargs):
-    """Local files first; the hub only for a hub id when online."""
-    try:
-        return cls.from_pretrained(model_id, local_files_only=True, **kwargs)
-    except OSError as err:
-        if Path(model_id).exists():
-            raise HarnessError(f"{model_id} exists but cannot be loaded as a model: {err}") from None
-        _try_hub(model_id, err)
-    try:
-        return cls.from_pretrained(model_id, **kwargs)
-    except OSError as err:
-        raise _missing(model_id, err) from None
-
-
 @functools.lru_cache(maxsize=4)
 def load_model(model_id: str, dtype: torch.dtype | None, device: torch.device, pack: bool = False):
     """(model, tokenizer, processor or None), cached so multirun jobs in one process load each model once;
@@ -141,20 +93,20 @@ def load_model(model_id: str, dtype: torch.dtype | None, device: torch.device, p
 
 
 def _load_model(model_id: str, dtype: torch.dtype | None, device: torch.device):
-    if model_id.startswith("embedded:"):
-        model, tok_or_processor = load_embedded(model_id.removeprefix("embedded:"), dtype or torch.float16)  # CUDA: fp16
+    if (name := embedded_name(model_id)) is not None:
+        model, tok_or_processor = load_embedded(name, dtype or torch.float16)  # CUDA: fp16
         processor = tok_or_processor if hasattr(tok_or_processor, "image_processor") else None  # vision pairs
         tokenizer = processor.tokenizer if processor is not None else tok_or_processor
         return model.to(device).eval(), tokenizer, processor
-    config = _from_hf(AutoConfig, model_id)
+    config = from_hf(AutoConfig, model_id)
     # Straight to the device: building a 13B model in host RAM first costs 26 GB of it.
     load = dict(dtype=dtype or shipped_dtype(config), device_map=str(device))
     if hasattr(config, "vision_config"):
-        model = _from_hf(AutoModelForImageTextToText, model_id, **load)
-        processor = complete_geometry(_from_hf(AutoProcessor, model_id), config)
+        model = from_hf(AutoModelForImageTextToText, model_id, **load)
+        processor = complete_geometry(from_hf(AutoProcessor, model_id), config)
         return model.eval(), processor.tokenizer, processor
-    model = _from_hf(AutoModelForCausalLM, model_id, **load)
-    return model.eval(), _from_hf(AutoTokenizer, model_id), None
+    model = from_hf(AutoModelForCausalLM, model_id, **load)
+    return model.eval(), from_hf(AutoTokenizer, model_id), None
 
 
 def complete_geometry(processor, config):
@@ -171,38 +123,26 @@ def complete_geometry(processor, config):
 def eagle_folder(model_id: str) -> Path:
     """The folder of an EAGLE-3 drafter: `embedded:NAME` (harness/zoo/weights/NAME), a local folder, or a hub
     id (its cached snapshot; downloaded only when online)."""
-    if model_id.startswith("embedded:"):
+    if (name := embedded_name(model_id)) is not None:
         from harness.zoo import WEIGHTS
 
-        name = model_id.removeprefix("embedded:")
         folder = WEIGHTS / name
         if not (folder / "config.json").exists():
             reduced = re.fullmatch(r"smol-eagle3-r(\d+)", name)
-            build = "python -m harness.zoo.train_eagle"
+            build = "python -m harness.train.eagle"
             if reduced:
                 build += f" --head reduced --vocab {reduced[1]} --init-from {WEIGHTS / 'smol-eagle3'} --steps 600"
             raise HarnessError(f"embedded EAGLE drafter {model_id!r} has no weights in {folder}; build them with:\n"
                                f"    {build}")
         return folder
-    if Path(model_id).exists():
-        return Path(model_id)
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(model_id, local_files_only=True))
-    except Exception as err:  # not cached (LocalEntryNotFoundError) or not a valid id
-        _try_hub(model_id, err)
-    try:
-        return Path(snapshot_download(model_id))
-    except Exception as err:
-        raise _missing(model_id, err) from None
+    return snapshot(model_id)
 
 
 def load_eagle(model_id: str, target, dtype: torch.dtype | None, pack: bool = False, speculator: str | None = None,
                frequent: str | None = None):
     """The EAGLE-3 drafter `model_id` for `target` (in its dtype unless told), with a separate SpecVocab `speculator`
     file and FR-Spec `frequent` tokens file when given; with `pack`, its linear layers use prepacked CPU weights."""
-    from methods.eagle import load_eagle3
+    from methods.eagle3 import load_eagle3
 
     folder = eagle_folder(model_id)
     try:
@@ -384,7 +324,5 @@ def load_pair(pair_cfg, device: torch.device, dtype: torch.dtype | None, need_dr
     pair = Pair(pair_cfg.name, Models(target, draft, tokenizer, eagle=eagle), tokenizer, processor, eos, kernels,
                 chat_format, system, getattr(target.config.get_text_config(), "max_position_embeddings", None))
     if draft is not None and processor is not None:
-        from harness.captioner import load_captioner
-
         pair.models.captioner = load_captioner(pair_cfg.get("captioner"), pair)
     return pair

@@ -1,13 +1,11 @@
 """Dataset loading: the bundled set, deterministic selection, and clear errors for bad files."""
 import json
-import logging
 import re
-import socket
 
 import pytest
 
 from harness import HarnessError
-from harness.data import hub_logs_once, load_jsonl, load_samples
+from harness.data import load_jsonl, load_samples
 from omegaconf import OmegaConf
 
 from tests.conftest import ROOT
@@ -96,60 +94,3 @@ def test_outside_images_are_allowed_only_by_the_dataset_setting(tmp_path):
         load_samples(cfg, None)
     cfg.allow_outside_images = True
     assert len(load_samples(cfg, None).samples) == 2
-
-
-@pytest.fixture
-def unreachable_hub(monkeypatch):
-    """Online, with the hub endpoint on a closed port: what a machine without network access sees."""
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
-    for proxy in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
-        monkeypatch.delenv(proxy, raising=False)
-
-
-def test_a_missing_model_says_the_hub_could_not_be_reached(unreachable_hub):
-    import torch
-    from harness.models import eagle_folder, load_model
-
-    for load in (lambda: load_model("someorg/nonexistent-model", torch.float32, torch.device("cpu")),
-                 lambda: eagle_folder("someorg/nonexistent-eagle")):
-        with pytest.raises(HarnessError) as err:
-            load()
-        message = str(err.value)
-        assert "The Hugging Face hub (127.0.0.1) could not be reached" in message
-        assert "HF_HUB_OFFLINE=1" in message and "hf download someorg/nonexistent-" in message
-
-
-def test_the_missing_model_cause_comes_from_the_error_chain(monkeypatch):
-    """transformers raises OSError from huggingface_hub's LocalEntryNotFoundError from the socket's error."""
-    from huggingface_hub.errors import LocalEntryNotFoundError
-
-    from harness.models import _missing
-
-    def chained(root: BaseException) -> OSError:
-        try:
-            try:
-                raise LocalEntryNotFoundError("cannot find the requested files") from root
-            except LocalEntryNotFoundError as hub:
-                raise OSError("We couldn't connect to 'https://huggingface.co' to load the files") from hub
-        except OSError as err:
-            return err
-
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.delenv("HF_ENDPOINT", raising=False)
-    for root in (ConnectionRefusedError(111, "Connection refused"), socket.gaierror(-2, "Name or service not known")):
-        assert "hub (huggingface.co) could not be reached" in str(_missing("org/m", chained(root)))
-    other = str(_missing("org/m", OSError("org/m is not a valid model identifier\nmore")))
-    assert "could not be reached" not in other and "(OSError: org/m is not a valid model identifier)" in other
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert "HF_HUB_OFFLINE is set, so nothing was downloaded" in str(_missing("org/m", chained(root)))
-
-
-def test_hub_warnings_print_once_under_a_configured_root_logger(monkeypatch):
-    """huggingface_hub has its own stderr handler and propagates to the root logger (Hydra's handler there)."""
-    hub, root = logging.getLogger("huggingface_hub"), logging.getLogger()
-    monkeypatch.setattr(hub, "handlers", [logging.StreamHandler()])  # as huggingface_hub installs it on import
-    monkeypatch.setattr(hub, "propagate", True)
-    monkeypatch.setattr(root, "handlers", [logging.NullHandler()])
-    hub_logs_once()
-    assert hub.handlers == [] and hub.propagate  # printed once, by the root logger's handlers
