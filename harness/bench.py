@@ -35,7 +35,7 @@ from harness.models import load_pair, pair_config, resolve_device, resolve_dtype
 from harness.records import environment
 from methods import DecodeSettings, get_method
 from methods.core import crop_cache, forward, new_cache, now
-from methods.drafting import Drafter
+from methods.drafting import ModelDrafter
 
 
 def load(pair: str, device, eagle: bool = False, pack="auto", block: int = 1):
@@ -241,7 +241,7 @@ def bench_tabed(args, device) -> tuple[list[str], dict]:
         raise SystemExit(f"ABORT: dataset {args.vlm_dataset} gave a prompt without images")
     configs = {f"K={len(m)} {m} {'batched' if b else 'sequential'}": (list(m), b)
                for m, b in (("M", True), ("MT", True), ("MT", False), ("MTCP", True), ("MTCP", False))}
-    drafters = {name: Drafter(pair.models, prompt, modes, batched) for name, (modes, batched) in configs.items()}
+    drafters = {name: ModelDrafter(pair.models, prompt, modes, batched).start() for name, (modes, batched) in configs.items()}
     token = [int(prompt.target["input_ids"][0, -1])]
     times = {name: [] for name in configs}
     with torch.inference_mode():
@@ -270,7 +270,7 @@ def bench_vocab(args, device) -> tuple[list[str], dict]:
     at a fixed context, interleaved), the cost SpecVocab attacks."""
     from harness.models import load_eagle
     from methods import Models
-    from methods.eagle import feature_layers, head_for
+    from methods.eagle3 import feature_layers, head_for
 
     pair = load(args.eagle_pair, device, eagle=True, pack=args.pack_weights)
     target = pair.models.target

@@ -10,8 +10,8 @@ fits), and times the pieces of S = tau * t_ar / (gamma * t_draft + t_verify(gamm
   2. draft-step latency: one token through the LVLM-68M draft (a LLaVA around Llama-68M) and through the
      EAGLE-3 drafter (`methods.eagle.EagleDrafter`) with each head;
   3. TABED's batched-mode draft cost: K = 1..4 drafting modes in one batched forward vs one after another
-     (`methods.drafting.Drafter` on a multimodal prompt);
-  4. head latency on the EAGLE-3 hidden state: full vs reduced vs FR-Spec vs SpecVocab(k) (`methods.eagle.Head`);
+     (`methods.drafting.ModelDrafter` on a multimodal prompt);
+  4. head latency on the EAGLE-3 hidden state: full vs reduced vs FR-Spec vs SpecVocab(k) (`methods.eagle3.Head`);
   5. the predicted speedup at tau = 2, 3, 4 from those latencies.
 
 Timing: CUDA events on a GPU (perf_counter elsewhere), warm-ups first, cases interleaved (A B .., .. B A),
@@ -37,8 +37,9 @@ from harness import PROJECT_ROOT
 from harness.models import resolve_dtype
 from harness.records import environment
 from methods.core import Models, Prompt, crop_cache, forward, new_cache, now
-from methods.drafting import MODES, Drafter
-from methods.eagle import Eagle3, EagleDrafter, VocabSpeculator, feature_layers, head_for
+from methods.drafting import MODES, ModelDrafter, Verdict
+from methods.eagle import EagleDrafter
+from methods.eagle3 import Eagle3, VocabSpeculator, feature_layers, head_for
 
 # --- shapes -------------------------------------------------------------------------------------------------
 
@@ -109,7 +110,7 @@ def llava(text: dict, shape: dict, dtype: torch.dtype):
 
 
 def eagle3(shape: dict, target, generator: torch.Generator) -> Eagle3:
-    """An EAGLE-3 drafter attached to `target` as `methods.eagle.load_eagle3` attaches a checkpoint (the
+    """An EAGLE-3 drafter attached to `target` as `methods.eagle3.load_eagle3` attaches a checkpoint (the
     target's input embedding, its output embedding as the full head), with a SpecVocab speculator, a random
     draft vocabulary (d2t) and random token frequencies for FR-Spec. Call inside `building`."""
     cfg = LlamaConfig(**{k: v for k, v in shape["eagle"].items() if k != "draft_vocab_size"})
@@ -204,7 +205,7 @@ def char_tokenizer(text: str, add_special_tokens: bool = False) -> dict:
 
 def batched_modes(target, draft, shape: dict, args, device, dtype) -> tuple[dict, int]:
     """TABED's draft step with K = 1..4 drafting modes (M, MT, MTC, MTCP; the C and P rows are shorter, so
-    the batch is left-padded) in one batched forward vs one forward per mode, run by the harness's `Drafter`
+    the batch is left-padded) in one batched forward vs one forward per mode, run by the harness's `ModelDrafter`
     on a LLaVA-1.5 prompt: BOS, the image's placeholder tokens, `prompt_text` text tokens."""
     g = torch.Generator().manual_seed(2)
     vision = draft.config.vision_config
@@ -219,7 +220,7 @@ def batched_modes(target, draft, shape: dict, args, device, dtype) -> tuple[dict
         modes = "".join(MODES[:k])
         configs[f"K={k} ({modes}) batched"] = (modes, True)
         configs[f"K={k} ({modes}) sequential"] = (modes, False)
-    drafters = {name: Drafter(models, prompt, list(modes), b) for name, (modes, b) in configs.items()}
+    drafters = {name: ModelDrafter(models, prompt, list(modes), b).start() for name, (modes, b) in configs.items()}
     token = [int(text[-1])]
     cases = {name: ((lambda d=d: d.step(token)), (lambda d=d: d.crop(0))) for name, d in drafters.items()}
     return measure(cases, device, args.repeats, args.warmup), len(ids)
@@ -258,8 +259,8 @@ def bench_llama(shape: dict, ns: list[int], args, device, dtype) -> dict:
         # the drafter's cache holds `context` entries built from target features; every timed step appends
         # one token and is cropped back after (`crop(1)` keeps exactly the context's entries)
         ids = torch.randint(0, cfg.vocab_size, (context,), generator=g).to(device)
-        drafter = EagleDrafter(eagle, reduced, ids, torch.randn(context, width, generator=g).to(device, dtype),
-                               context + 8)
+        drafter = EagleDrafter(eagle, reduced, ids, layers, context + 8)
+        drafter.start(torch.randn(context, width, generator=g).to(device, dtype))
         drafter.step([int(ids[-1])])
         token, feature = [int(ids[0])], torch.randn(1, width, generator=g).to(device, dtype)
 
@@ -274,7 +275,7 @@ def bench_llama(shape: dict, ns: list[int], args, device, dtype) -> dict:
             """The first draft step of a block instead: a target feature through fc."""
             drafter.crop(1)
             drafter.head = reduced
-            drafter.observe(feature)
+            drafter.observe(Verdict(None, [0], 0, feature))
 
         cases = {f"own state, head={name}": own_state(h) for name, h in heads.items()}
         cases[f"from target features (fc), head=reduced {cfg.draft_vocab_size}"] = (lambda: drafter.step(token),

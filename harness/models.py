@@ -18,7 +18,6 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageText
 from harness import PROJECT_ROOT, HarnessError
 from harness.captioner import load_captioner
 from harness.hub import embedded_name, from_hf, snapshot
-from harness.hub import from_hf as _from_hf  # noqa: F401 - for harness/train/frspec.py until it imports harness.hub
 from harness.kernels import choose_packing
 from harness.packing import pack_linears
 from harness.zoo import load_embedded

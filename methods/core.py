@@ -35,7 +35,7 @@ class Models:
     draft: torch.nn.Module | None = None
     tokenizer: object = None
     captioner: object = None
-    eagle: torch.nn.Module | None = None  # an EAGLE-3 drafter reading the target's features (methods.eagle)
+    eagle: torch.nn.Module | None = None  # an EAGLE-3 drafter reading the target's features (methods.eagle3)
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""What the draft model sees: drafting modes (TABED) and the `Drafter` that runs one or several of them.
+"""Drafters: the contract the speculative loop drives (`Drafter`), and the draft-model drafter (`ModelDrafter`)
+with the drafting modes it runs, one (SD) or several in one batch (TABED).
 
 Modes, for prompts with images (a text prompt is the same in every mode):
   M  multimodal: the images through the draft's own vision tower and projector;
@@ -16,11 +17,80 @@ ensemble; `batched=False` runs them one after another for comparison).
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from methods.core import Models, Prompt, cache_len, crop_cache, forward, new_cache
+from methods.core import DecodeSettings, Models, Prompt, cache_len, crop_cache, forward, new_cache, probs_from_logits
+
+# --- the contract -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Verdict:
+    """What the target decided about a block, for the drafter to learn from: `logits` [1 + n, V] of the whole
+    block, `rows` the committed block rows (row 0, the accepted nodes), `kept` how many of the nodes the drafter
+    read while drafting were accepted (`Tree.spine`), `features` the target's features of the committed rows
+    (drafters with `layers` only)."""
+
+    logits: torch.Tensor
+    rows: list[int]
+    kept: int
+    features: torch.Tensor | None = None
+
+
+class Drafter:
+    """What `methods.speculative.speculate` needs from a drafter. `start` runs inside the timed call, after the
+    target's prefill; `step(tokens)` appends tokens to the drafter's context and returns each of its K modes'
+    next-token logits over the target's vocabulary [K, V]; `mix` turns those into the one draft distribution q;
+    `crop` rolls the context back to `generated` answer tokens; `observe` hears the target's verdict on each
+    block. A drafter that reads the target's hidden states names their `hidden_states` indices in `layers`."""
+
+    layers: list[int] | None = None  # target features read, or None
+    calls_per_step = 1  # draft forwards per `step`
+    caption_s = 0.0  # seconds spent captioning images (drafting mode C)
+
+    def start(self, features: torch.Tensor | None) -> "Drafter":
+        """Prefill with the prompt; `features` [P, len(layers) * d] of the prompt positions when `layers`."""
+        raise NotImplementedError
+
+    def generated(self) -> int:
+        """Answer tokens in the drafter's context."""
+        raise NotImplementedError
+
+    def step(self, tokens: list[int]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def mix(self, logits: torch.Tensor, settings: DecodeSettings) -> torch.Tensor:
+        return ensemble(logits, None, settings)
+
+    def crop(self, generated: int) -> None:
+        raise NotImplementedError
+
+    def observe(self, verdict: Verdict) -> None:
+        """Nothing to learn by default."""
+
+    def stats(self) -> dict:
+        """Per-sample statistics of the drafter's own, merged into the record."""
+        return {}
+
+
+def ensemble(mode_logits: torch.Tensor, weights: torch.Tensor | None, settings: DecodeSettings) -> torch.Tensor:
+    """q = sum_d w_d q_d over K modes' logits [K, V]; q_d is the decoding distribution (softmax at T=1 under greedy
+    decoding, where only its ranking matters: one greedy mode is ranked by its logits as they are, which saves a
+    full-vocabulary softmax per draft step). One mode needs no `weights`."""
+    if settings.greedy:
+        if len(mode_logits) == 1:
+            return mode_logits[0]
+        probs = torch.softmax(mode_logits, dim=-1)
+    else:
+        probs = probs_from_logits(mode_logits, settings)
+    return probs[0] if len(probs) == 1 else weights.to(probs) @ probs
+
+
+# --- the draft model's drafting modes -----------------------------------------------------------------------
+
 
 MODES = ("M", "T", "C", "P")
 CAPTION_PREFIX = "image: "
@@ -107,38 +177,43 @@ def mode_embeds(mode: str, models: Models, prompt: Prompt) -> tuple[torch.Tensor
 def align_vocab(logits: torch.Tensor, vocab: int) -> torch.Tensor:
     """Draft logits [..., V_draft] widened to the target's V: ids the draft cannot produce (a target padded to a
     multiple of 64, a draft that is not) get -inf, so probability 0, wherever distributions meet. Should the target
-    commit such an id, the draft reads it as its unknown token (`Drafter.step`); verification keeps it lossless."""
+    commit such an id, the draft reads it as its unknown token (`ModelDrafter.step`); verification keeps it lossless."""
     if logits.shape[-1] > vocab:
         raise ValueError(f"draft logits over {logits.shape[-1]} ids, more than the target's {vocab}")
     return F.pad(logits, (0, vocab - logits.shape[-1]), value=-torch.inf) if logits.shape[-1] < vocab else logits
 
 
-class Drafter:
+class ModelDrafter(Drafter):
     """Runs K drafting modes of one draft model; every call to `step` appends the same tokens to all K
     contexts and returns each mode's next-token logits [K, V]. A row group is one batched forward: all K
     modes in one group (batched), one group per mode (sequential), or one row serving all modes when the
     prompt has no images (every mode then reads the same)."""
 
     def __init__(self, models: Models, prompt: Prompt, modes: list[str], batched: bool = True):
-        self.draft, self.k, self.caption_s = models.draft, len(modes), 0.0
         for mode in modes:
             if mode not in MODES:
                 raise ValueError(f"drafting mode {mode!r}; valid choices: {', '.join(MODES)}")
+        self.models, self.prompt, self.modes, self.batched = models, prompt, list(modes), batched
+        self.draft, self.k = models.draft, len(modes)
         self.vocab = models.target.get_output_embeddings().weight.shape[0]  # logits come out this wide
         self.known = self.draft.get_input_embeddings().num_embeddings  # ids the draft can read
         unk = getattr(models.tokenizer, "unk_token_id", None)
         self.unknown = unk if unk is not None and unk < self.known else 0
+
+    def start(self, features: torch.Tensor | None = None) -> "ModelDrafter":
+        prompt, self.caption_s = self.prompt, 0.0
         if prompt.target.get("pixel_values") is None:
             cache = new_cache(self.draft)
             forward(self.draft, cache, prompt.target["input_ids"], logits_to_keep=1)
             self.groups = [{"cache": cache, "mask": None, "length": cache_len(cache), "shared": True, "rows": 1}]
-            return
+            return self
         embeds = []
-        for mode in modes:
-            e, seconds = mode_embeds(mode, models, prompt)
+        for mode in self.modes:
+            e, seconds = mode_embeds(mode, self.models, prompt)
             embeds.append(e)
             self.caption_s += seconds
-        self.groups = [self._prefill(embeds)] if batched else [self._prefill([e]) for e in embeds]
+        self.groups = [self._prefill(embeds)] if self.batched else [self._prefill([e]) for e in embeds]
+        return self
 
     def _prefill(self, embeds: list[torch.Tensor]) -> dict:
         """Left-pad rows to one length; padding is masked out and positions count real tokens only."""

@@ -6,7 +6,7 @@ import inspect
 import math
 
 from methods.drafting import MODES
-from methods.eagle import HEADS
+from methods.eagle3 import HEADS
 from methods.hf_assisted import SCHEDULES
 from methods.weights import POLICIES
 

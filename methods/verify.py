@@ -1,24 +1,41 @@
-"""Verification of a drafted block in one target forward: a chain, or a token tree of width d.
+"""Verification of a drafted block in one target forward: a chain, a chain with siblings, or any token tree.
 
-The tree is a chain with siblings: at depth i the draft proposes `width` candidates; the first (the
-draft's top choice, or its first sample) continues the path, the others are leaves. Width 1 is the plain
-chain. Node j (0-based, depth j // width) sits in row 1 + j of the block; row 0 is the last committed token.
+A block is a `Tree` of drafted nodes under the last committed token (the root, block row 0); node j sits in
+row 1 + j. A chain is a tree whose every node has one child; a chain with siblings (`width` > 1) gives each
+path node `width` children, the first of which continues the path; EAGLE-2's dynamic trees are any shape.
 
-Greedy: walk down the path while the target's argmax is the path token; if it is a sibling instead, take
-that leaf and stop. Sampling (SpecInfer-style multi-candidate speculative sampling, lossless for candidates
-drawn i.i.d. from q): try the candidates in turn, accepting x with probability min(1, p'(x) / q(x)); after a
-rejection p' <- norm(max(p' - q, 0)); if all are rejected, draw from p'.
+Greedy: from the root, follow the child whose token is the target's argmax, and stop where none is. Sampling
+(SpecInfer-style multi-candidate speculative sampling, lossless for children drawn i.i.d. from the draft
+distribution q of their parent): try the children in turn, accepting x with probability min(1, p'(x) / q(x));
+after a rejection p' <- norm(max(p' - q, 0)); if all are rejected, or there are none, draw from p'.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 import torch
 
 from methods.core import DecodeSettings, probs_from_logits, sample
 
 
-def parent_row(depth: int, width: int) -> int:
-    """Block row whose logits predict the candidates at `depth`: the path node one level up (row 0 at depth 0)."""
-    return 0 if depth == 0 else 1 + (depth - 1) * width
+@dataclass
+class Tree:
+    """A drafted block. `parents[j]` is node j's parent (-1 = the root; parents come first), `depths[j]` its depth
+    (1 = a child of the root). `q[parent]` is the draft distribution that parent's children were drawn from
+    (sampling only). `spine` lists the nodes the drafter read while drafting, in order (a chain drafter reads its
+    path; a dynamic tree is drafted beside the drafter's context and leaves it empty): the drafter keeps the
+    accepted prefix of it. `chain`: no siblings, so plain causal attention verifies it. `drafted` counts the
+    tokens drafted for the acceptance statistics (the path's depth for chains, the nodes for dynamic trees);
+    `calls` the draft forwards spent."""
+
+    tokens: list[int]
+    parents: list[int]
+    depths: list[int]
+    q: dict[int, torch.Tensor] = field(default_factory=dict)
+    spine: list[int] = field(default_factory=list)
+    chain: bool = True
+    drafted: int = 0
+    calls: int = 0
 
 
 def tree_mask(parents: list[int], depths: list[int], start: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -37,50 +54,33 @@ def tree_mask(parents: list[int], depths: list[int], start: int, device) -> tupl
     return mask[None, None], positions[None]
 
 
-def tree_layout(depth: int, width: int, start: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """`tree_mask` of the chain with siblings: node j sits at depth j // width + 1 under the path node (the first
-    of its level) one level up."""
-    nodes = range(depth * width)
-    return tree_mask([j // width * width - width if j >= width else -1 for j in nodes],
-                     [j // width + 1 for j in nodes], start, device)
-
-
-def verify_block(
-    candidates: list[list[int]],
-    draft_probs: list[torch.Tensor] | None,
-    target_logits: torch.Tensor,
-    settings: DecodeSettings,
-    generator: torch.Generator | None,
-) -> tuple[int, int | None, int]:
-    """Returns (path tokens accepted, accepted sibling or None, next token).
-
-    `candidates[i]` are the width candidates at depth i (path token first); `draft_probs[i]` the draft
-    distribution they were drawn from (sampling only); `target_logits` [1 + n, V] one row per block row."""
-    width = len(candidates[0]) if candidates else 1
-    logits = target_logits
-    for i, cands in enumerate(candidates):
-        row = parent_row(i, width)
+def verify_tree(tree: Tree, logits: torch.Tensor, settings: DecodeSettings,
+                generator: torch.Generator | None) -> tuple[list[int], int]:
+    """The accepted nodes, root to leaf, and the target's next token after them. `logits` [1 + n, V]: one row per
+    block row."""
+    children: dict[int, list[int]] = {}
+    for j, p in enumerate(tree.parents):
+        children.setdefault(p, []).append(j)
+    node, path = -1, []
+    while True:
+        kids, row = children.get(node, ()), node + 1
         if settings.greedy:
             choice = int(logits[row].argmax())
-            if choice == cands[0]:
-                continue
-            if choice in cands[1:]:
-                leaf = 1 + i * width + cands.index(choice)
-                return i, choice, int(logits[leaf].argmax())
-            return i, None, choice
-        p, q = probs_from_logits(logits[row], settings), draft_probs[i]
-        for rank, x in enumerate(cands):
-            u = torch.rand((), generator=generator, device=p.device)
-            if u * q[x] < p[x]:  # accept with probability min(1, p(x) / q(x))
-                if rank == 0:
-                    break
-                leaf = 1 + i * width + rank
-                return i, x, int(sample(probs_from_logits(logits[leaf], settings), generator))
-            residual = (p - q).clamp_min(0.0)
-            total = residual.sum()
-            p = residual / total if total > 0 else p  # p == q leaves no residual; rejection then had probability 0
+            node = next((j for j in kids if tree.tokens[j] == choice), None)
+            if node is None:
+                return path, choice
         else:
-            return i, None, int(sample(p, generator))
-    last = parent_row(len(candidates), width)
-    bonus = logits[last].argmax() if settings.greedy else sample(probs_from_logits(logits[last], settings), generator)
-    return len(candidates), None, int(bonus)
+            p = probs_from_logits(logits[row], settings)
+            q = tree.q[node] if kids else None
+            for j in kids:
+                x = tree.tokens[j]
+                u = torch.rand((), generator=generator, device=p.device)
+                if u * q[x] < p[x]:  # accept with probability min(1, p(x) / q(x))
+                    node = j
+                    break
+                residual = (p - q).clamp_min(0.0)
+                total = residual.sum()
+                p = residual / total if total > 0 else p  # p == q leaves no residual; rejection then had probability 0
+            else:
+                return path, int(sample(p, generator))
+        path.append(node)

@@ -9,7 +9,7 @@ import torch
 
 from methods import DecodeSettings, Models, Prompt, get_method
 from methods.core import forward, new_cache
-from methods.eagle import FREQUENT, Eagle3, feature_layers, load_eagle3
+from methods.eagle3 import FREQUENT, Eagle3, feature_layers, load_eagle3
 from tests.conftest import harness_cli, pair_overrides, tiny_llama
 
 VOCAB, HIDDEN = 96, 32
@@ -101,7 +101,7 @@ def bigram_items(n: int, new_tokens: int, seed: int) -> list[dict]:
 def trained():
     """A drafter trained with training-time test on the bigram target's own greedy outputs (seconds)."""
     from harness.train.eagle import drafter_config, new_drafter, train
-    from methods.eagle import VocabSpeculator
+    from methods.eagle3 import VocabSpeculator
 
     items = bigram_items(48, new_tokens=24, seed=0)
     eagle, spec = new_drafter(drafter_config(BIGRAM.config, VOCAB), BIGRAM, 0), VocabSpeculator(HIDDEN, 8, VOCAB)
@@ -184,13 +184,15 @@ def test_dynamic_tree_of_width_one_is_the_chain(trained):
 
 def test_tree_draft_keeps_ancestors_and_best_scores(trained):
     """The kept nodes are closed under ancestry, ordered parents first, at most total - 1 of them."""
-    from methods.eagle import EagleDrafter, draft_tree, head_for
+    from methods.eagle import EagleDrafter
+    from methods.eagle3 import head_for
 
     eagle, _ = trained
     ids = PROMPTS[2][0]
     _, feats = forward(BIGRAM, new_cache(BIGRAM), ids[None], layers=feature_layers(3))
-    drafter = EagleDrafter(eagle, head_for(eagle, BIGRAM, "full", 0), ids, feats[0], 128)
-    tokens, parents, depths = draft_tree(drafter, [7], top_k=3, depth=4, total=12)
+    drafter = EagleDrafter(eagle, head_for(eagle, BIGRAM, "full", 0), ids, feature_layers(3), 128).start(feats[0])
+    tree = drafter.draft_tree([7], top_k=3, depth=4, total=12)
+    tokens, parents, depths = tree.tokens, tree.parents, tree.depths
     assert len(tokens) == 11 and max(depths) <= 4
     for i, p in enumerate(parents):
         assert p < i and (depths[i] == 1 if p < 0 else depths[i] == depths[p] + 1)
@@ -204,7 +206,7 @@ def test_specvocab_method_is_eagle_with_the_speculator_head(drafters):
 
 
 def test_heads_propose_only_their_tokens(drafters):
-    from methods.eagle import head_for
+    from methods.eagle3 import head_for
 
     eagle, h = drafters["same-vocab"], torch.randn(3, HIDDEN)
     for kind, size, allowed in (("frspec", 24, set(eagle.frequent[:24].tolist())), ("specvocab", 8, None)):
@@ -314,7 +316,7 @@ def test_big_checkpoints_are_sharded_with_the_standard_index(tmp_path):
     """A reduced head of 16384 rows does not fit one 20 MB file: export writes whole-tensor shards and the
     model.safetensors.index.json that the hub's sharded checkpoints use; the loader reads them back."""
     from harness.train.eagle import save_shards
-    from methods.eagle import INDEX, read_weights
+    from methods.eagle3 import INDEX, read_weights
 
     state = write_checkpoint(tmp_path / "one", draft_vocab=48, fmt="safetensors")
     nbytes = sum(v.numel() * v.element_size() for v in state.values())

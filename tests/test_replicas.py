@@ -147,7 +147,7 @@ def test_a_float16_drafter_keeps_float32_rotary_tables(replicas):
     from transformers import AutoModelForCausalLM
     from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
-    from methods.eagle import load_eagle3
+    from methods.eagle3 import load_eagle3
 
     target = AutoModelForCausalLM.from_pretrained(replicas["llama3.1"], dtype=torch.float32)
     eagle = load_eagle3(replicas["llama3.1-eagle3"], target, torch.float16)
@@ -234,9 +234,9 @@ def test_official_checkpoints_get_frspec_and_specvocab_from_the_projects_tools(p
     ids = PAIRS[pair][0]
     data = ["dataset=mt_bench", "dataset.source=bundled", "n_samples=1"]
     before = run(pair, ids, replicas, "specvocab", data, tmp_path / "before")
-    assert before and all("harness.zoo.train_speculator" in r["error"] for r in before)
+    assert before and all("harness.train.speculator" in r["error"] for r in before)
     before = run(pair, ids, replicas, "grid/eagle_frspec8k", data, tmp_path / "before")
-    assert before and all("harness.zoo.frspec" in r["error"] for r in before)
+    assert before and all("harness.train.frspec" in r["error"] for r in before)
 
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in R.corpus()[:200]))

@@ -106,7 +106,7 @@ def test_the_chi_square_test_can_fail():
 def eagle_drafter(seed: int = 0):
     """A random EAGLE-3 drafter for TARGET, its weights scaled up so its proposals are peaked and often wrong."""
     from harness.train.eagle import drafter_config, new_drafter
-    from methods.eagle import VocabSpeculator
+    from methods.eagle3 import VocabSpeculator
 
     eagle = new_drafter(drafter_config(TARGET.config, V), TARGET, seed)
     for p in eagle.parameters():

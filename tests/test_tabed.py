@@ -10,7 +10,7 @@ from transformers import LlavaForConditionalGeneration
 
 from harness.models import load_pair
 from methods import DecodeSettings, Models, Prompt, get_method
-from methods.drafting import Drafter, mode_embeds, newline_id
+from methods.drafting import ModelDrafter, mode_embeds, newline_id
 from methods.weights import Weights, weight_grid
 from tests.conftest import tiny_llama, tiny_llava
 from tests.test_sampling import chi_square_pvalue
@@ -81,7 +81,7 @@ def test_tabed_equals_ar(pair, drafts, policy, batched):
 def test_batched_drafter_matches_sequential(pair):
     prompt = prompts(pair)["two images"]
     m = models(pair)
-    batched, sequential = Drafter(m, prompt, list("MTCP"), True), Drafter(m, prompt, list("MTCP"), False)
+    batched, sequential = (ModelDrafter(m, prompt, list("MTCP"), b).start() for b in (True, False))
     assert len(batched.groups) == 1 and len(sequential.groups) == 4
     for tokens in ([5], [7, 9], [11]):
         torch.testing.assert_close(batched.step(tokens), sequential.step(tokens), rtol=1e-4, atol=1e-4)
@@ -133,7 +133,7 @@ def test_text_only_draft_supports_t_and_c_only(pair):
 
 def test_bad_options_are_named():
     with pytest.raises(ValueError, match="drafting mode 'X'; valid choices: M, T, C, P"):
-        Drafter(Models(tiny_llama(0)), Prompt({"input_ids": torch.tensor([[1, 2]])}), ["X"])
+        ModelDrafter(Models(tiny_llama(0)), Prompt({"input_ids": torch.tensor([[1, 2]])}), ["X"])
     with pytest.raises(ValueError, match="weight policy 'best'; valid choices"):
         Weights("best", 2)
     with pytest.raises(ValueError, match="at least two drafting modes"):

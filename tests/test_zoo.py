@@ -175,7 +175,7 @@ def test_prompt_sets_are_disjoint():
 def test_eagle_smoke_build_exports_the_official_layout(tmp_path, target):
     """harness.train.eagle end to end on a tiny budget: the export loads as an EAGLE-3 checkpoint (tied full
     head, speculator, frequency list) and decodes losslessly with every head."""
-    from methods.eagle import FREQUENT, load_eagle3
+    from methods.eagle3 import FREQUENT, load_eagle3
 
     out = tmp_path / "eagle"
     proc = harness_cli("--smoke", "--out", str(out), cwd=tmp_path, module="harness.train.eagle", timeout=300)

@@ -39,7 +39,7 @@ from harness.train import draft
 from harness.train.common import atomic_save, compare_with_ar, digest, read_jsonl, write_build
 from harness.train.frspec import frequency_order
 from harness.zoo import WEIGHTS, smollm2
-from methods.eagle import FREQUENT, INDEX, Eagle3, VocabSpeculator, feature_layers
+from methods.eagle3 import FREQUENT, INDEX, Eagle3, VocabSpeculator, feature_layers
 
 EOS = 2
 
@@ -235,7 +235,7 @@ def new_drafter(config: dict, target, seed: int) -> Eagle3:
 def warm_start(eagle: Eagle3, folder: Path, scale: torch.Tensor | None) -> None:
     """Start from another drafter of the same target (e.g. the full-head smol-eagle3 for a reduced head): its fc
     (unfolded back to scaled features), decoder layer and norm; the head stays as initialised."""
-    from methods.eagle import read_weights
+    from methods.eagle3 import read_weights
 
     state = read_weights(folder)
     fc = state["fc.weight"].float()
@@ -357,7 +357,7 @@ def save_shards(state: dict, out: Path, max_bytes: int = 19_000_000) -> None:
 def stage_eval(folder: Path, n_eval: int, tokens: int, heads: list[tuple[str, int]]) -> dict:
     """tau, speedup over ar (same process, alternating) and draft step time per head on held-out prompts."""
     from methods import DecodeSettings, Models
-    from methods.eagle import head_for, load_eagle3
+    from methods.eagle3 import head_for, load_eagle3
 
     target, tokenizer = smollm2.load_instruct(torch.float32)
     eagle = load_eagle3(folder, target, torch.float32)

@@ -61,16 +61,16 @@ def main(argv=None) -> Path:
     args = ap.parse_args(argv)
     from transformers import AutoConfig, AutoTokenizer
 
-    from harness.models import _from_hf
+    from harness.hub import from_hf
 
     for file in args.corpus:
         if not file.is_file():
             ap.error(f"--corpus {file}: no such file")
-    tok = _from_hf(AutoTokenizer, args.tokenizer)
+    tok = from_hf(AutoTokenizer, args.tokenizer)
     vocab = args.vocab
     if vocab is None:
         try:  # the model's vocabulary can be padded past the tokenizer (LLaVA-1.5: 32064 rows, 32002 tokens)
-            vocab = _from_hf(AutoConfig, args.tokenizer).get_text_config().vocab_size
+            vocab = from_hf(AutoConfig, args.tokenizer).get_text_config().vocab_size
         except Exception:  # noqa: BLE001 - a tokenizer-only folder: its own size
             vocab = len(tok)
     texts = tqdm(corpus_lines(args.corpus, args.field, args.max_lines), desc="counting tokens", unit="doc",

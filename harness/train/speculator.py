@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from harness import PROJECT_ROOT
 from methods.core import forward, new_cache
-from methods.eagle import VocabSpeculator
+from methods.eagle3 import VocabSpeculator
 
 TEACHER_TOP = 32  # the full head's ids each state's teacher distribution keeps
 
