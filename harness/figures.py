@@ -8,9 +8,10 @@ as PNG and PDF, by default into RESULTS_DIR/figures/:
                    TABED method; --samples ID,... picks them, else the longest answers of distinct datasets)
   cost_model       measured speedup against the draft step cost c, with the cost model S = tau / (v + gamma c)
 
-Numbers come from `harness.report` (same pairing with ar, same pooling: all turns of a dataset together).
-A method has one colour in every figure. Datasets whose samples were not the benchmark's own data carry the
-report's marks (dagger: offline bundle) with a footnote.
+Numbers come from `harness.report` (same pairing with ar, same pooling: all turns of a dataset together; every
+number from `harness.records.metrics`), and methods carry the report's display names. A method has one colour
+in every figure. Datasets whose samples were not the benchmark's own data carry the report's marks (dagger:
+offline bundle) with a footnote.
 
 The cost model. A block drafts gamma tokens (gamma draft steps of t_draft each) and verifies them in one target
 forward of gamma + 1 tokens (t_verify); ar spends t_target per token. With c = t_draft / t_target and
@@ -28,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from pathlib import Path
 
@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from harness.records import SUMMARY
+from harness.records import SUMMARY, metrics
 from harness.report import dataset_order, labels, load, method_order, summarize
 
 COLUMN, PAGE = 3.4, 7.0  # figure widths (inches) for one and two text columns
@@ -55,9 +55,9 @@ STYLE = {"font.size": 8, "axes.labelsize": 8, "axes.titlesize": 8, "legend.fonts
          "ps.fonttype": 42}
 
 
-def short(tag: str) -> str:
-    """A legend label: the method tag without its default parts (gamma 5, chain, batched drafts)."""
-    return re.sub(r"_(g5|w1|batchedTrue)(?=_|$)", "", tag)
+def method_names(df: pd.DataFrame) -> dict[str, str]:
+    """Legend label of each method tag: its display name in the report (harness.report.load adds them)."""
+    return dict(zip(df.method, df["name"])) if "name" in df else {t: t for t in df.method}
 
 
 def colours(tags) -> dict[str, str]:
@@ -106,7 +106,7 @@ def bars(df: pd.DataFrame, value: str, ylabel: str, cmap: dict, interval: bool =
             lo, hi = rows[f"{value}_lo"].to_numpy(), rows[f"{value}_hi"].to_numpy()
             err = np.vstack([y[:len(datasets)] - lo, hi - y[:len(datasets)]])
             err = np.hstack([err, np.full((2, len(groups) - len(datasets)), np.nan)])  # no interval on the mean
-        ax.bar(x, y, width * 0.92, color=cmap[m], label=short(m), yerr=err,
+        ax.bar(x, y, width * 0.92, color=cmap[m], label=method_names(df)[m], yerr=err,
                error_kw={"lw": 0.6, "capsize": 1.2, "ecolor": "#333333"})
     ax.axhline(1.0, color="#555555", lw=0.7, ls="--", zorder=0)
     if len(datasets) > 1:
@@ -130,20 +130,20 @@ def tau_figure(df, cmap):
 
 def acceptance_figure(df, cmap):
     s = summarize(df[df.method_name != "ar"], ["method"]) if (df.method_name != "ar").any() else pd.DataFrame()
-    s = s[[len(p) > 0 for p in s.pos_accept]] if len(s) else s
+    s = s[[len(p) > 0 for p in s.position_acceptance]] if len(s) else s
     if s.empty:
         return None
     fig = Figure(figsize=(COLUMN, 2.3))
     ax = fig.subplots()
     marks = markers(df.method)
     for _, row in s.iterrows():
-        pos = row.pos_accept
+        pos = row.position_acceptance
         ax.plot(range(1, len(pos) + 1), pos, marker=marks[row.method], ms=4, mfc="none", lw=1.1,
-                color=cmap[row.method], label=short(row.method))
+                color=cmap[row.method], label=method_names(df)[row.method])
     ax.set_xlabel("draft position i")
     ax.set_ylabel("blocks accepting ≥ i drafts (fraction)")
     ax.set_ylim(0, 1.02)
-    ax.set_xticks(range(1, max(len(p) for p in s.pos_accept) + 1))
+    ax.set_xticks(range(1, max(len(p) for p in s.position_acceptance) + 1))
     ax.grid(axis="x")
     ax.legend(loc="upper right")
     return fig
@@ -179,7 +179,7 @@ def weights_figure(df, method: str, samples: list[str] | None = None):
         ax.set_title(f"{r.dataset}: {r.id}" + (f" (turn {r.turn + 1})" if r.turn else ""), loc="left")
         ax.set_xlabel("block")
         ax.grid(False)
-    axes[0][0].set_ylabel(f"{short(method)} weight")
+    axes[0][0].set_ylabel(f"{method_names(df)[method]} weight")
     axes[0][0].legend(ncol=len(modes), loc="lower left", bbox_to_anchor=(0, 1.12), borderaxespad=0)
     return fig
 
@@ -207,7 +207,7 @@ def cell_costs(df, cost: str | dict = "measured") -> pd.DataFrame:
     """Per method cell with ar twins: tau, mean drafts per block gamma, measured speedup, step cost c and verify
     cost v (both relative to one target step) as `cost` says: "measured", "effective" or {PAIR: c}. A cell
     with no c has c NaN and `missing` saying why."""
-    rows = []
+    rows, label = [], method_names(df)
     ok = df[(df.status == "ok") & (df.method_name != "ar") & df.ar_decode_s.notna()]
     for (run, pair, dataset, task, method), g in ok.groupby(["run", "pair", "dataset", "task", "method"]):
         blocks = (g.target_calls - 1).sum()
@@ -227,9 +227,9 @@ def cell_costs(df, cost: str | dict = "measured") -> pd.DataFrame:
                 missing = measured
             else:
                 c, v = measured
-        rows.append({"pair": pair, "dataset": dataset, "method": method, "c": c, "v": v, "gamma": drafted / blocks,
-                     "tau": g.new_tokens.sum() / g.target_calls.sum(), "speedup": g.ar_wall_s.sum() / g.wall_s.sum(),
-                     "missing": missing})
+        m = metrics(g.to_dict("records"), paired=True)  # the report's tau and speedup, over these paired records
+        rows.append({"pair": pair, "dataset": dataset, "method": method, "name": label[method], "c": c, "v": v,
+                     "gamma": drafted / blocks, "tau": m["tau"], "speedup": m["speedup"], "missing": missing})
     return pd.DataFrame(rows)
 
 
@@ -239,7 +239,7 @@ def cost_figure(df, cmap, cost: str | dict = "measured"):
     cells = cell_costs(df, cost)
     if cells.empty:
         return None
-    left_out = [f"{short(r.method)} on {r.pair}/{r.dataset}: {r.missing}" for r in cells.itertuples() if r.missing]
+    left_out = [f"{r.name} on {r.pair}/{r.dataset}: {r.missing}" for r in cells.itertuples() if r.missing]
     cells = cells[cells.missing == ""]
     if cells.empty:
         return ("no cell has a draft step cost c (" + "; ".join(left_out) + "); --cost effective plots the "
@@ -253,7 +253,7 @@ def cost_figure(df, cmap, cost: str | dict = "measured"):
     for method, g in cells.groupby("method"):
         tau, gamma, v = g.tau.mean(), g.gamma.mean(), g.v.mean()
         ax.plot(grid, tau / (v + gamma * grid), color=cmap[method], lw=0.9, ls="--", alpha=0.8)
-        label = f"{short(method)} (τ={tau:.2f}" + (f", v={v:.2f})" if kind == "measured" else ")")
+        label = f"{g['name'].iloc[0]} (τ={tau:.2f}" + (f", v={v:.2f})" if kind == "measured" else ")")
         ax.scatter(g.c, g.speedup, s=16, marker=marks[method], facecolor="none", edgecolor=cmap[method],
                    linewidth=0.9, label=label, zorder=3)
     ax.axhline(1.0, color="#555555", lw=0.7, ls=":", zorder=0)

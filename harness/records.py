@@ -2,10 +2,12 @@
 `config.yaml`, `env.json`, `samples.jsonl` (complete lines only, appended and flushed per sample)
 and `summary.json` (written last, atomically). A cell with a summary is finished; a cell without one
 resumes after its last complete sample. One process at a time writes a cell (`cell_lock`), and one reader
-(`read_records`) serves both the run's resume and the report, so they never disagree on what was recorded.
+(`read_records`) serves both the run's resume and the report, so they never disagree on what was recorded, and one
+function (`metrics`) computes every number of summary.json and of the report, under the names the README defines.
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import fcntl
 import json
@@ -19,6 +21,7 @@ import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from harness import PROJECT_ROOT, HarnessError
@@ -181,26 +184,86 @@ def append_sample(f, records: list[dict]) -> None:
     os.fsync(f.fileno())
 
 
-def summarize(records: list[dict], extra: dict) -> dict:
+# --- metrics: the one definition of every number (README "Metrics" has one line per name) ---------------
+
+BOOTSTRAP, SEED = 1000, 0  # the speedup intervals: percentile bootstrap over the paired (sample, turn) records
+SPEEDUP_KEYS = ("speedup", "speedup_lo", "speedup_hi", "speedup_mean", "speedup_mean_lo", "speedup_mean_hi")
+# summary.json files written before metrics() existed use these same names (n_records, n_ok, n_failed, tau,
+# acceptance_rate, prefill_s, decode_s, tokens_per_s): nothing to map when reading old ones.
+
+
+def walltime(rec: dict) -> float:
+    """A record's walltime, the time every speedup divides: prefill + decode."""
+    return rec["prefill_s"] + rec["decode_s"]
+
+
+def _div(a: float, b: float) -> float:
+    return a / b if b else float("nan")
+
+
+def _given(x) -> bool:
+    return x is not None and x == x  # not None, not NaN (a record the report could not pair with ar)
+
+
+def position_acceptance(accepted: list[int], drafted: list[int]) -> list[float]:
+    """Entry i-1: fraction of blocks with >= i drafts whose first i drafts were all accepted."""
+    acc, dr = np.asarray(accepted), np.asarray(drafted)
+    return [round(float((acc[dr >= i] >= i).mean()), 4) for i in range(1, int(dr.max(initial=0)) + 1)]
+
+
+def speedups(ar_wall: np.ndarray, wall: np.ndarray) -> dict:
+    """Ratio of totals and mean of per-pair ratios, each with a 95% percentile bootstrap interval."""
+    if not len(wall):
+        return dict.fromkeys(SPEEDUP_KEYS, float("nan"))
+    idx = np.random.default_rng(SEED).integers(0, len(wall), (BOOTSTRAP, len(wall)))
+    total = ar_wall[idx].sum(1) / wall[idx].sum(1)
+    mean = (ar_wall / wall)[idx].mean(1)
+    return dict(zip(SPEEDUP_KEYS, map(float, (
+        ar_wall.sum() / wall.sum(), np.percentile(total, 2.5), np.percentile(total, 97.5), (ar_wall / wall).mean(),
+        np.percentile(mean, 2.5), np.percentile(mean, 97.5)))))
+
+
+def metrics(records, paired: bool = False) -> dict:
+    """Every number of a group of records (a cell, or cells pooled over shards, datasets, turns or runs), under
+    the names summary.json, report.csv and every table use; NaN where a ratio has nothing to divide by.
+
+    Counts and sums are over the group's ok records. With `paired` (the report, after pairing each record with
+    ar's record of the same sample and turn) each record may carry `ar_wall_s` and `ar_output_ids` (NaN/None:
+    no ar twin) and `temperature`, which add n_paired, speedup (ratio of total walltimes over the paired
+    records), speedup_mean (mean of per-record ratios), their 95% bootstrap intervals (_lo, _hi) and lossless
+    (every paired greedy output equals ar's; "n/a" under sampling or without twins). summary.json, written by
+    the run before any pairing, has the others only."""
+    records = list(records)
     ok = [r for r in records if r["status"] == "ok"]
-    new = sum(r["new_tokens"] for r in ok)
-    calls = sum(r["target_calls"] for r in ok)
-    drafted = sum(sum(r["drafted"]) for r in ok)
-    accepted = sum(sum(r["accepted"]) for r in ok)
-    wall = sum(r["prefill_s"] + r["decode_s"] for r in ok)
-    return {
-        **extra,
-        "n_records": len(records),
-        "n_ok": len(ok),
-        "n_failed": sum(r["status"] != "ok" for r in records),
-        "new_tokens": new,
-        "target_calls": calls,
-        "tau": new / calls if calls else None,
-        "acceptance_rate": accepted / drafted if drafted else None,
-        "prefill_s": sum(r["prefill_s"] for r in ok),
-        "decode_s": sum(r["decode_s"] for r in ok),
-        "tokens_per_s": new / wall if wall else None,
+    accepted = [a for r in ok for a in (r.get("accepted") or [])]
+    drafted = [d for r in ok for d in (r.get("drafted") or [])]
+    new, calls = int(sum(r["new_tokens"] for r in ok)), int(sum(r["target_calls"] for r in ok))
+    prefill, decode = float(sum(r["prefill_s"] for r in ok)), float(sum(r["decode_s"] for r in ok))
+    wall = prefill + decode
+    errors = collections.Counter(r.get("error") for r in records if r["status"] != "ok").most_common(1)
+    out = {
+        "n_records": len(records), "n_ok": len(ok), "n_failed": len(records) - len(ok),
+        "top_error": f"{errors[0][0]} (×{errors[0][1]})" if errors else "",
+        "new_tokens": new, "target_calls": calls, "tau": _div(new, calls),
+        "acceptance_rate": _div(sum(accepted), sum(drafted)),
+        "position_acceptance": position_acceptance(accepted, drafted),
+        "prefill_s": prefill, "decode_s": decode, "wall_s": wall, "prefill_share": _div(prefill, wall),
+        "tokens_per_s": _div(new, wall),
     }
+    if paired:
+        twins = [r for r in ok if _given(r.get("ar_wall_s"))]
+        lossless = "n/a"
+        if twins and all(r.get("temperature") == 0 for r in records):
+            lossless = all(list(r["output_ids"]) == list(r["ar_output_ids"]) for r in twins)
+        out.update(n_paired=len(twins), **speedups(np.array([r["ar_wall_s"] for r in twins], float),
+                                                   np.array([walltime(r) for r in twins], float)),
+                   lossless=lossless)
+    return out
+
+
+def summarize(records: list[dict], extra: dict) -> dict:
+    """summary.json: `extra` and metrics() of the cell's records (unpaired), NaN written as null."""
+    return {**extra, **{k: None if isinstance(v, float) and v != v else v for k, v in metrics(records).items()}}
 
 
 def load_summary(cell: Path) -> dict | None:

@@ -1,7 +1,8 @@
 """`python -m harness.report RESULTS_DIR`: aggregate every cell below a directory with pandas.
 
 Writes, next to the results:
-- report.md / report.csv: one row per (run, pair, dataset, second-turn task, method, turn) — the per-cell report;
+- report.md / report.csv: one row per (run, pair, dataset, second-turn task, method, turn) — the per-cell report
+  (report.md, as printed, adds only the layouts below that say something the per-cell tables do not: `shown`);
 - tables/table1.{md,tex,csv}: TABED's Table 1 layout (methods x datasets grouped Benchmark / OOD / NLP, tau and
   speedup, first and second turn), tables/eagle.*: EAGLE's layout (speedup and tau per dataset, mean column),
   tables/robust.*: robust speedup (mean over datasets) with the worst dataset, tables/second_turn.*: second
@@ -9,15 +10,9 @@ Writes, next to the results:
   the tidy numbers behind them.
 `python -m harness.report --status RESULTS_DIR` lists done / partial / failed / missing cells instead.
 
-Metrics (also in the README):
-- tau (block efficiency) = new tokens / target forward calls, the prefill call included (ar = 1.00).
-- acceptance rate = accepted draft tokens / drafted tokens; per-position acceptance at i = the fraction of
-  blocks that drafted at least i tokens whose first i drafts were all accepted.
-- speedup = total ar walltime / total method walltime over the (sample, turn) pairs both decoded successfully
-  (walltime = prefill + decode); speedup_mean = mean of the per-pair ratios; both with a 95% percentile
-  bootstrap interval (1000 resamples of the pairs, seed 0).
-- robust speedup = mean of a method's per-dataset speedups, shown with its worst dataset.
-- lossless = every paired greedy output equals ar's token for token (n/a under sampling).
+Every number comes from `harness.records.metrics` (the one definition, shared with summary.json; the README's
+"Metrics" section defines each name); robust speedup = mean of a method's per-dataset speedups, shown with its
+worst dataset. Rows are named by `display_names` (short; report.csv keeps the full tag in `method`).
 A method's records are paired with ar's from the same run, pair, dataset, second-turn task and decoding
 settings. Shards of one cell hold disjoint samples and are merged. Every table marks where a dataset's
 samples came from (summary.json `dataset_source`): bundle numbers must never pass for benchmark numbers.
@@ -25,6 +20,7 @@ samples came from (summary.json `dataset_source`): bundle numbers must never pas
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import sys
@@ -35,7 +31,7 @@ import pandas as pd
 import yaml
 
 from harness import PROJECT_ROOT
-from harness.records import CONFIG, SAMPLES, SUMMARY, lock_holder, read_records
+from harness.records import CONFIG, SAMPLES, SUMMARY, lock_holder, metrics, read_records, walltime
 
 log = logging.getLogger("harness")
 
@@ -53,7 +49,6 @@ BLIND = "¶"  # the method-tag mark of records whose draft drafted without the i
 PAIR_KEYS = ["run", "pair", "dataset", "task", "settings", "id", "turn"]  # what makes a record ar's twin
 CELL_KEYS = ["run", "pair", "dataset", "task", "method", "turn"]
 OK_FIELDS = ["new_tokens", "target_calls", "prefill_s", "decode_s", "wall_s", "n_prompt_tokens"]  # of ok records only
-BOOTSTRAP, SEED = 1000, 0
 
 
 # --- loading -------------------------------------------------------------------------------------------
@@ -108,64 +103,43 @@ def load_records(root: Path) -> pd.DataFrame:
 def pair_with_ar(df: pd.DataFrame) -> pd.DataFrame:
     """Add ar's walltime, decode time, target calls and output for the same (sample, turn) as ar_* columns."""
     ar = df[(df.method_name == "ar") & (df.status == "ok")]
-    ar = ar[PAIR_KEYS + ["wall_s", "decode_s", "target_calls", "output_ids"]].add_prefix("ar_")
+    ar = ar[PAIR_KEYS + ["decode_s", "target_calls", "output_ids"]].assign(
+        wall_s=[walltime(r) for r in ar.to_dict("records")]).add_prefix("ar_")
     return df.merge(ar.rename(columns={f"ar_{k}": k for k in PAIR_KEYS}), on=PAIR_KEYS, how="left")
 
 
+def display_names(methods: dict[str, str]) -> dict[str, str]:
+    """Short row names for method tags ({tag: method name}): the method's name, then the parts of its tag (split
+    at "_", after the name) that are not common to all of that method's tags here, so a method with one cell is
+    just its name (`sd`) and two sd shapes are `sd g5 w1` and `sd g3 w2`. A tag that does not start with its
+    method's name, and names that would coincide, stay the full tag; the ¶ mark stays on."""
+    split = {}
+    for tag, name in methods.items():
+        base = tag.removesuffix(BLIND)
+        if base == name or base.startswith(name + "_"):
+            split[tag] = (name, [p for p in base[len(name):].split("_") if p])
+    common = {}
+    for name, parts in split.values():
+        common[name] = common.get(name, set(parts)) & set(parts)
+    names = {tag: tag for tag in methods}
+    for tag, (name, parts) in split.items():
+        names[tag] = " ".join([name, *(p for p in parts if p not in common[name])]) + BLIND * tag.endswith(BLIND)
+    counts = pd.Series(list(names.values())).value_counts()
+    return {tag: n if counts[n] == 1 else tag for tag, n in names.items()}
+
+
 def load(root: Path) -> pd.DataFrame:
-    """Records under `root`, paired with ar's (empty frame if there are none)."""
+    """Records under `root`, paired with ar's, each with its method's display name in `name` (computed over
+    every record here, so a cell has one name in every table and figure); an empty frame if there are none."""
     df = load_records(Path(root))
-    return pair_with_ar(df) if not df.empty else df
+    if df.empty:
+        return df
+    df = pair_with_ar(df)
+    names = display_names(dict(zip(df.method, df.method_name)))
+    return df.assign(name=df.method.map(names))
 
 
-# --- metrics -------------------------------------------------------------------------------------------
-
-
-def _div(a: float, b: float) -> float:
-    return a / b if b else float("nan")
-
-
-def position_acceptance(accepted: list[int], drafted: list[int]) -> list[float]:
-    """Entry i-1: fraction of blocks with >= i drafts whose first i drafts were all accepted."""
-    acc, dr = np.asarray(accepted), np.asarray(drafted)
-    return [round(float((acc[dr >= i] >= i).mean()), 4) for i in range(1, int(dr.max(initial=0)) + 1)]
-
-
-def speedups(ar_wall: np.ndarray, wall: np.ndarray) -> dict:
-    """Ratio of totals and mean of per-pair ratios, each with a 95% percentile bootstrap interval."""
-    if not len(wall):
-        return dict.fromkeys(["speedup", "speedup_lo", "speedup_hi", "speedup_mean", "speedup_mean_lo",
-                              "speedup_mean_hi"], float("nan"))
-    idx = np.random.default_rng(SEED).integers(0, len(wall), (BOOTSTRAP, len(wall)))
-    total = ar_wall[idx].sum(1) / wall[idx].sum(1)
-    mean = (ar_wall / wall)[idx].mean(1)
-    return {"speedup": ar_wall.sum() / wall.sum(), "speedup_lo": np.percentile(total, 2.5),
-            "speedup_hi": np.percentile(total, 97.5), "speedup_mean": (ar_wall / wall).mean(),
-            "speedup_mean_lo": np.percentile(mean, 2.5), "speedup_mean_hi": np.percentile(mean, 97.5)}
-
-
-def metrics(g: pd.DataFrame) -> dict:
-    """Every number of one group of records (a cell, or cells pooled over datasets, turns or runs)."""
-    ok = g[g.status == "ok"]
-    accepted = [a for block in ok.accepted for a in block]
-    drafted = [d for block in ok.drafted for d in block]
-    paired = ok[ok.ar_wall_s.notna()]
-    wall = ok.wall_s.sum()
-    lossless = "n/a"
-    if len(paired) and (g.temperature == 0).all():
-        lossless = all(a == b for a, b in zip(paired.output_ids, paired.ar_output_ids))
-    sources = sorted(set(g.source))
-    errors = g.error[g.status != "ok"].value_counts()
-    return {
-        "n": len(ok), "failed": int((g.status != "ok").sum()),
-        "top_error": f"{errors.index[0]} (×{errors.iloc[0]})" if len(errors) else "", "new_tokens": int(ok.new_tokens.sum()),
-        "tau": _div(ok.new_tokens.sum(), ok.target_calls.sum()), "accept_rate": _div(sum(accepted), sum(drafted)),
-        **speedups(paired.ar_wall_s.to_numpy(float), paired.wall_s.to_numpy(float)),
-        "tok_per_s": _div(ok.new_tokens.sum(), wall), "prefill_s": ok.prefill_s.sum(), "decode_s": ok.decode_s.sum(),
-        "prefill_share": _div(ok.prefill_s.sum(), wall), "lossless": lossless,
-        "pos_accept": position_acceptance(accepted, drafted), "n_paired": len(paired),
-        "source": sources[0] if len(sources) == 1 else "mixed",
-    }
+# --- metrics (harness.records.metrics: the one definition) ---------------------------------------------
 
 
 def method_order(tags) -> list[str]:
@@ -174,8 +148,14 @@ def method_order(tags) -> list[str]:
 
 
 def summarize(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    """metrics() per group of `keys`, sorted with ar first."""
-    rows = [{**dict(zip(keys, k)), **metrics(g)} for k, g in df.groupby(keys, sort=True, dropna=False)]
+    """harness.records.metrics (paired with ar) per group of `keys`, with the group's data `source` (one source,
+    or "mixed") and, where `method` is a key, its display `name`; sorted with ar first."""
+    rows = []
+    for k, g in df.groupby(keys, sort=True, dropna=False):
+        sources = sorted(set(g.source))
+        named = {"name": g["name"].iloc[0] if "name" in g else k[keys.index("method")]} if "method" in keys else {}
+        rows.append({**dict(zip(keys, k)), **named, **metrics(g.to_dict("records"), paired=True),
+                     "source": sources[0] if len(sources) == 1 else "mixed"})
     out = pd.DataFrame(rows)
     if "method" in keys and len(out):
         rank = {t: i for i, t in enumerate(method_order(out.method))}
@@ -260,7 +240,8 @@ def robust(df: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (pair, turn, method), g in s.groupby(["pair", "turn", "method"], sort=False):
         worst = g.loc[g.speedup.idxmin()]
-        rows.append({"pair": pair, "turn": turn, "method": method, "robust_speedup": g.speedup.mean(),
+        rows.append({"pair": pair, "turn": turn, "method": method, "name": g["name"].iloc[0],
+                     "robust_speedup": g.speedup.mean(),
                      "worst_speedup": worst.speedup, "worst_dataset": f"{worst.dataset}{mark(worst.source)}",
                      "datasets": len(g), "mean_tau": g.tau.mean()})
     return pd.DataFrame(rows)
@@ -278,24 +259,30 @@ def second_turn(df: pd.DataFrame) -> tuple[dict[str, pd.DataFrame], pd.DataFrame
 
 # --- rendering -----------------------------------------------------------------------------------------
 
-CELL_COLUMNS = ["method", "turn", "n", "failed", "new_tokens", "tau", "accept_rate", "speedup", "speedup_ci",
-                "speedup_mean", "tok_per_s", "prefill_s", "decode_s", "lossless"]
+CELL_COLUMNS = ["name", "turn", "n_ok", "n_failed", "new_tokens", "tau", "acceptance_rate", "speedup", "speedup_ci",
+                "speedup_mean", "tokens_per_s", "prefill_s", "decode_s", "lossless"]
 
 
 def render_cells(cells: pd.DataFrame) -> str:
-    """Markdown: one table per (run, pair, dataset, task), a row per method (and turn)."""
+    """Markdown: one table per (run, pair, dataset, task), a row per method (and turn), named by its display
+    name under the header "method"; then which tag each shortened name stands for."""
     parts = []
     for (run, pair, dataset, task), t in cells.groupby(["run", "pair", "dataset", "task"], sort=False):
         t = t.assign(speedup_ci=[f"{lo:.2f}–{hi:.2f}" if lo == lo else "" for lo, hi in zip(t.speedup_lo,
                                                                                           t.speedup_hi)])
         cols = [c for c in CELL_COLUMNS if c != "turn" or t.turn.nunique() > 1]
-        if t.failed.any():  # what went wrong, where anything did (a cell with no ok record shows only this)
+        if t.n_failed.any():  # what went wrong, where anything did (a cell with no ok record shows only this)
             cols.append("top_error")
         second = f" second_turn={task}" if task else ""
         sources = ", ".join(sorted(set(t.source)))
         parts.append(f"### run={run} pair={pair} dataset={dataset}{second} (data: {sources}{mark_note(t.source)})\n")
-        shown = t[cols].astype(object).where(t[cols].notna(), None)  # NaN (e.g. ar's acceptance) prints as -
-        parts.append(shown.to_markdown(index=False, floatfmt=".2f", missingval="-") + "\n")
+        view = t[cols].astype(object).where(t[cols].notna(), None)  # NaN (e.g. ar's acceptance) prints as -
+        view = view.rename(columns={"name": "method"})
+        parts.append(view.to_markdown(index=False, floatfmt=".2f", missingval="-") + "\n")
+    short = {t: n for t, n in zip(cells.method, cells.name) if n != t}
+    if short:
+        parts.append("Method names stand for the tags (result directories; report.csv `method`): "
+                     + ", ".join(f"{short[t]} = {t}" for t in method_order(short)) + "\n")
     return "\n".join(parts)
 
 
@@ -306,9 +293,10 @@ def mark_note(sources) -> str:
     return "" if s <= {"hub", "file"} else " — unfinished"
 
 
-def flat_markdown(t: pd.DataFrame) -> str:
-    """A wide table as Markdown: column groups become a first header line of their own."""
-    t, groups = t.copy(), ""
+def flat_markdown(t: pd.DataFrame, names: dict[str, str] | None = None) -> str:
+    """A wide table as Markdown, its method rows under their display `names`: column groups become a first header
+    line of their own."""
+    t, groups = t.rename(index=names or {}), ""
     if t.columns.get_level_values(1).nunique() < len(t.columns):  # (dataset, metric): name both
         t.columns = [f"{a} {b}" for a, b in t.columns]
     else:  # (group, dataset): the groups go on a line above
@@ -326,9 +314,10 @@ def tex(s: str) -> str:
     return s
 
 
-def latex(t: pd.DataFrame, title: str) -> str:
-    """A booktabs table (needs \\usepackage{booktabs,multirow}) with the data-source footnote."""
-    t = t.rename(index=lambda x: tex(str(x)), columns=lambda x: tex(str(x)))
+def latex(t: pd.DataFrame, title: str, names: dict[str, str] | None = None) -> str:
+    """A booktabs table (needs \\usepackage{booktabs,multirow}) with the data-source footnote; method rows under
+    their display `names`."""
+    t = t.rename(index=lambda x: tex(str((names or {}).get(x, x))), columns=lambda x: tex(str(x)))
     body = (t.style.format(precision=2, na_rep="--").hide(axis="index", names=True)
             .to_latex(hrules=True, multicol_align="c", multirow_align="t", column_format="ll" + "r" * t.shape[1]
                       if t.index.nlevels == 2 else "l" + "r" * t.shape[1]))
@@ -336,15 +325,17 @@ def latex(t: pd.DataFrame, title: str) -> str:
             f"\\parbox{{\\linewidth}}{{\\footnotesize {tex(FOOTNOTE)}}}\n\\caption{{{tex(title)}}}\n\\end{{table*}}\n")
 
 
-def write_tables(built: tuple[dict[str, pd.DataFrame], pd.DataFrame], out: Path, name: str, header: str = "") -> str:
-    """name.md (after `header`) and name.tex (the wide tables), name.csv (the numbers behind them, one row per group)."""
+def write_tables(built: tuple[dict[str, pd.DataFrame], pd.DataFrame], out: Path, name: str, header: str = "",
+                 names: dict[str, str] | None = None) -> str:
+    """name.md (after `header`) and name.tex (the wide tables, method rows under their display `names`), name.csv
+    (the numbers behind them, one row per group, with both `method` (the tag) and `name`). Returns the tables'
+    Markdown without the footnote (the printed report has it once)."""
     tables, numbers = built
-    md = "".join(f"#### {title}\n\n{flat_markdown(t)}\n" for title, t in tables.items())
-    md += f"{FOOTNOTE}\n" if tables else ""
-    (out / f"{name}.md").write_text(header + md)
+    md = "".join(f"#### {title}\n\n{flat_markdown(t, names)}\n" for title, t in tables.items())
+    (out / f"{name}.md").write_text(header + md + (f"{FOOTNOTE}\n" if tables else ""))
     weak = " (WEAK BASELINE accepted: the ar these speedups divide by is slower than transformers' generate)" \
         if "WEAK BASELINE" in header else ""
-    (out / f"{name}.tex").write_text("\n".join(latex(t, title + weak) for title, t in tables.items()))
+    (out / f"{name}.tex").write_text("\n".join(latex(t, title + weak, names) for title, t in tables.items()))
     numbers.to_csv(out / f"{name}.csv", index=False)
     return md
 
@@ -371,26 +362,48 @@ def baseline_strength(root: Path) -> str:
     return "\n".join(["#### Baseline strength", "", *lines, "", ""])
 
 
+def shown(df: pd.DataFrame, rob: pd.DataFrame) -> dict[str, bool]:
+    """Which layouts the printed report (stdout and report.md) adds to the per-cell tables; tables/ always holds
+    all of them. A layout over datasets says something the per-cell tables do not only over several datasets,
+    so each is printed when that is what ran (one dataset: the per-cell tables alone, each number once):
+    - table1 (TABED's Table 1 layout): TABED cells ran on two or more datasets of a pair;
+    - eagle (EAGLE's layout): eagle or specvocab cells ran on two or more datasets of a pair;
+    - robust (mean speedup over datasets, worst dataset): a method ran on two or more datasets of a pair and
+      turn, and the Table 1 layout is not printed (its Summary mean / worst columns are these numbers);
+    - second_turn (second turns by task, pooled over datasets): a second-turn task ran on two or more datasets."""
+    def over_datasets(rows: pd.DataFrame) -> bool:
+        return bool(len(rows)) and (rows.groupby("pair").dataset.nunique() >= 2).any()
+
+    tabed = over_datasets(df[df.method_name == "tabed"])
+    turn2 = df[(df.turn == 1) & (df.task != "") & (df.method_name != "ar")]
+    return {"table1": tabed, "eagle": over_datasets(df[df.method_name.isin(["eagle", "specvocab"])]),
+            "robust": bool(len(rob)) and bool((rob.datasets >= 2).any()) and not tabed,
+            "second_turn": bool(len(turn2)) and bool((turn2.groupby(["pair", "task"]).dataset.nunique() >= 2).any())}
+
+
 def report(root: Path) -> str:
-    """Write every report file for the records under `root` and return the Markdown."""
+    """Write every report file for the records under `root` and return the Markdown that is printed (and written
+    to report.md): the baseline strength, the per-cell tables, and the layouts `shown` selects."""
     df = load(root)
     cells = summarize(df, CELL_KEYS)
     cells.to_csv(root / "report.csv", index=False)
+    names = dict(zip(cells.method, cells.name))
     header = baseline_strength(root)
-    text = header + render_cells(cells)
     out = root / "tables"
     out.mkdir(exist_ok=True)
-    parts = [text, write_tables(table1(df), out, "table1", header), write_tables(eagle(df), out, "eagle", header),
-             write_tables(second_turn(df), out, "second_turn", header)]
+    layouts = {name: write_tables(build(df), out, name, header, names)
+               for name, build in (("table1", table1), ("eagle", eagle), ("second_turn", second_turn))}
     rob = robust(df)
     rob.to_csv(out / "robust.csv", index=False)
     if len(rob):
-        rob_md = rob.to_markdown(index=False, floatfmt=".2f")
+        rob_md = rob.assign(method=rob.name).drop(columns="name").to_markdown(index=False, floatfmt=".2f")
         (out / "robust.md").write_text(f"{header}{rob_md}\n\n{FOOTNOTE}\n")
-        (out / "robust.tex").write_text(latex(rob.set_index(["pair", "method"]), "Robust speedup (mean over "
-                                                                                  "datasets) and worst dataset"))
-        parts.append(f"#### Robust speedup\n\n{rob_md}\n")
-    text = "\n".join(p for p in parts if p)
+        (out / "robust.tex").write_text(latex(rob.drop(columns="name").set_index(["pair", "method"]),
+                                              "Robust speedup (mean over datasets) and worst dataset", names))
+        layouts["robust"] = f"#### Robust speedup\n\n{rob_md}\n"
+    show = shown(df, rob)
+    printed = [layouts[k] for k in ("table1", "eagle", "second_turn", "robust") if show[k] and layouts.get(k)]
+    text = "\n".join([header + render_cells(cells), *printed] + ([FOOTNOTE + "\n"] if printed else []))
     (root / "report.md").write_text(text)
     return text
 
@@ -398,12 +411,25 @@ def report(root: Path) -> str:
 # --- status --------------------------------------------------------------------------------------------
 
 
+def sweep_jobs(overrides: list[str]) -> list[list[str]]:
+    """The jobs of a multirun over `overrides`, as Hydra's basic sweeper makes them: each override parsed by
+    Hydra's public override grammar (hydra.core), a sweep (`a,b`, `choice(...)`, `range(...)`, `glob(...)`)
+    expanded into its values, a later override of the same key replacing an earlier one in its place, then the
+    cartesian product in the keys' order."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    choices: dict[str, list[str]] = {}
+    for o in OverridesParser.create().parse_overrides(overrides):
+        key = o.get_key_element()
+        values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.get_value_element_as_str()]
+        choices[key] = [f"{key}={v}" for v in values]
+    return [list(job) for job in itertools.product(*choices.values())]
+
+
 def expected_cells(root: Path) -> set[Path]:
     """Cells the multiruns recorded under root/.hydra/*/multirun.yaml ask for: each job's overrides (the sweep
     preset's params, then the command line, as Hydra's basic sweeper combines them) composed into a config."""
     from hydra import compose, initialize_config_dir
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import OmegaConf
 
     from harness.records import cell_dir
@@ -413,8 +439,7 @@ def expected_cells(root: Path) -> set[Path]:
         hydra_cfg = OmegaConf.load(multirun).hydra
         params = [f"{k}={v}" for k, v in (hydra_cfg.sweeper.get("params") or {}).items()]
         task = [o for o in hydra_cfg.overrides.task if not o.lstrip("+~").startswith("hydra")]
-        overrides = OverridesParser.create().parse_overrides(params + task)
-        jobs = [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
+        jobs = sweep_jobs(params + task)
         try:
             with initialize_config_dir(str(PROJECT_ROOT / "conf"), version_base="1.3"):
                 for job in jobs:
@@ -478,7 +503,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no cells with {SAMPLES} under {args.results}", file=sys.stderr)
         return 2
     print(report(root))
-    print(f"wrote {root / 'report.md'}, {root / 'report.csv'} and {root / 'tables'}/")
+    print(f"wrote {root / 'report.md'}, {root / 'report.csv'} and {root / 'tables'}/ (every layout: table1, eagle, "
+          "robust, second_turn as .md, .tex and .csv)")
     return 0
 
 

@@ -20,7 +20,7 @@ CELLS = ("ar", "sd_M_g5_w1")
 SWEEP = ["-m", "method=ar,sd", "run_name=faults", "max_new_tokens=24", "warmup=0", "progress=false",
          "baseline_check=false", "pack_weights=false", "hydra.output_subdir=null",  # no files but the cells' ...
          "hydra.job_logging.root.handlers=[console]"]  # ... so that the full disk hits the records first
-SAME = ["n", "failed", "new_tokens", "tau", "accept_rate", "lossless", "n_paired"]  # everything but timings
+SAME = ["n_ok", "n_failed", "new_tokens", "tau", "acceptance_rate", "lossless", "n_paired"]  # everything but timings
 
 
 def launch(root, pair_dir, limit_bytes: int | None = None) -> subprocess.Popen:

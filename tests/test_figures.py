@@ -5,13 +5,14 @@ import numpy as np
 import pytest
 from matplotlib.colors import same_color
 
-from harness.figures import cell_costs, colours, figures, main, short
+from harness.figures import cell_costs, colours, figures, main, method_names
 from harness.report import load
 from tests.conftest import ROOT
 from tests.test_report import write_cell
 
 FIGURES = ["speedup", "tau", "acceptance", "cost_model", "tabed_weights_tabed_MT_wgrid_g5_w1_batchedTrue"]
 SD, TABED = "sd_M_g5_w1", "tabed_MT_wgrid_g5_w1_batchedTrue"
+NAMES = {SD: "sd", TABED: "tabed"}  # the report's display names: one cell of each method
 
 
 def with_step_costs(cell, **step):
@@ -41,7 +42,7 @@ def results(tmp_path):
 def curve_and_points(fig, method: str):
     """The method's cost-model curve (x, y) and its points' x, from the drawn figure."""
     ax = fig.axes[0]
-    points = next(c for c in ax.collections if c.get_label().startswith(short(method) + " "))
+    points = next(c for c in ax.collections if c.get_label().startswith(NAMES[method] + " "))
     curve = next(line for line in ax.lines if same_color(line.get_color(), points.get_edgecolor()[0]))
     return curve.get_xdata(), curve.get_ydata(), sorted(points.get_offsets()[:, 0])
 
@@ -93,13 +94,13 @@ def test_cells_without_a_measured_cost_are_left_out_by_name(results):
     (results / "r1/p1/nq" / TABED / "summary.json").write_text(json.dumps({"dataset_source": "hub"}))
     fig = figures(load(results))["cost_model"]
     note = " ".join(t.get_text() for t in fig.axes[0].texts)
-    assert f"{short(TABED)} on p1/nq: no step_costs in its summary.json" in note and "pope" not in note
+    assert f"{NAMES[TABED]} on p1/nq: no step_costs in its summary.json" in note and "pope" not in note
     assert curve_and_points(fig, TABED)[2] == pytest.approx([0.25])  # pope only
     for dataset in ("pope", "nq"):
         for tag in (SD, TABED):
             with_step_costs(results / "r1/p1" / dataset / tag, skipped="no draft model to time")
     reason = figures(load(results))["cost_model"]
-    assert isinstance(reason, str) and f"{short(SD)} on p1/pope: no draft model to time" in reason
+    assert isinstance(reason, str) and f"{NAMES[SD]} on p1/pope: no draft model to time" in reason
     assert "--cost effective" in reason
 
 
@@ -127,7 +128,12 @@ def test_colours_are_one_per_method_whatever_the_order():
     tags = ["tabed_MT", "sd_T", "ar", "sd_M"]
     assert colours(tags) == colours(list(reversed(tags)))
     assert colours(tags)["ar"] == "#999999" and len(set(colours(tags).values())) == 4
-    assert short("tabed_MT_wgrid_g5_w1_batchedTrue") == "tabed_MT_wgrid" and short("sd_T_g3_w2") == "sd_T_g3_w2"
+
+
+def test_legends_carry_the_reports_display_names(results):
+    assert method_names(load(results)) == {"ar": "ar", **NAMES}
+    labels = [t.get_text() for t in figures(load(results))["speedup"].axes[0].get_legend().get_texts()]
+    assert labels == ["sd", "tabed"]
 
 
 def test_notebook_rebuilds_the_figures(results, tmp_path):

@@ -219,7 +219,7 @@ def test_the_report_shows_a_cell_whose_every_record_failed(tmp_path, random_pair
         run_cell(config(tmp_path, random_pair_dir, "method=sd", "run_name=r", *data, "dataset.name=tiny"))
     assert report_main([str(tmp_path / "results")]) == 0
     out = capsys.readouterr().out
-    row = next(line for line in out.splitlines() if line.startswith("| sd_M_g5_w1"))
+    row = next(line for line in out.splitlines() if line.startswith("| sd "))  # sd_M_g5_w1, its display name
     assert "HarnessError: empty prompt (×2)" in row
 
 

@@ -5,8 +5,10 @@ import numpy as np
 import pytest
 import yaml
 
+from harness.records import metrics, position_acceptance, read_records, speedups
+from harness.records import summarize as summary_json
 from harness.report import (
-    CELL_KEYS, eagle, load, main, position_acceptance, robust, second_turn, speedups, status, summarize, table1,
+    CELL_KEYS, display_names, eagle, load, main, report, robust, second_turn, status, summarize, sweep_jobs, table1,
 )
 
 
@@ -52,14 +54,14 @@ def test_numbers_by_hand(results):
     ar, sd = cell_row(results, "ar"), cell_row(results, "sd_g4")
     assert ar.tau == 1.0 and ar.speedup == 1.0 and ar.lossless == True  # noqa: E712 (numpy bool)
     assert ar.speedup_lo == ar.speedup_hi == 1.0
-    assert sd.n == 2 and sd.failed == 1 and sd.new_tokens == 6
+    assert sd.n_ok == 2 and sd.n_failed == 1 and sd.new_tokens == 6
     assert sd.tau == pytest.approx(6 / 4)
-    assert sd.accept_rate == pytest.approx(2 / 5)
+    assert sd.acceptance_rate == pytest.approx(2 / 5)
     assert sd.speedup == pytest.approx(3.0 / 1.5)
     assert sd.speedup_mean == pytest.approx((2.0 / 1.0 + 1.0 / 0.5) / 2)
     assert sd.lossless == False  # noqa: E712 - sample b differs in its second token
-    assert sd.pos_accept == [0.5, 1.0, 0.0, 0.0]  # a: 2 of 4 accepted; b: 0 of 1 (only a drafted a 2nd)
-    assert sd.tok_per_s == pytest.approx(6 / 1.5) and sd.prefill_s == pytest.approx(0.2)
+    assert sd.position_acceptance == [0.5, 1.0, 0.0, 0.0]  # a: 2 of 4 accepted; b: 0 of 1 (only a drafted a 2nd)
+    assert sd.tokens_per_s == pytest.approx(6 / 1.5) and sd.prefill_s == pytest.approx(0.2)
 
 
 def test_position_acceptance_counts_blocks_that_reached_each_position():
@@ -92,7 +94,7 @@ def test_shards_of_a_cell_merge_and_partial_samples_are_left_out(tmp_path):
     df = load(tmp_path)
     assert sorted(df.id) == ["a", "b", "c"]
     (row,) = summarize(df, CELL_KEYS).itertuples()
-    assert row.n == 3 and row.new_tokens == 6 and row.source == "mixed"  # one shard has no summary yet
+    assert row.n_ok == 3 and row.new_tokens == 6 and row.source == "mixed"  # one shard has no summary yet
 
 
 @pytest.fixture
@@ -165,3 +167,65 @@ def test_status_lists_done_partial_failed_and_missing_cells(results):
                                      "r1/p1/d1/sd_g4": "done", "r1/p1/tiny/ar": "missing",
                                      "r1/p1/tiny/sd_M_g5_w1": "missing"}
     assert main(["--status", str(results)]) == 0
+
+
+def test_summary_json_and_the_report_compute_every_number_alike(results):
+    """One definition (harness.records.metrics): each number summary.json holds is the report's, by name."""
+    cell = results / "r1/p1/d1/sd_g4"
+    summary = summary_json(read_records(cell), {"cell": str(cell)})
+    row = cell_row(results, "sd_g4")
+    own = set(metrics([]))
+    assert own <= set(summary) and {"tau", "acceptance_rate", "tokens_per_s", "wall_s", "prefill_share"} <= own
+    for key in own:
+        assert (summary[key] is None and row[key] != row[key]) or summary[key] == pytest.approx(row[key]), key
+    assert summary["n_records"] == 3 and summary["top_error"] == "boom (×1)"
+    assert "speedup" not in summary and "lossless" not in summary  # they need ar's twins: the report's
+
+
+def test_display_names_keep_only_the_options_that_differ():
+    names = display_names({"ar": "ar", "sd_M_g5_w1": "sd", "sd_M_g3_w2": "sd", "sd_M_dyn_g20_c0.4": "sd",
+                           "tabed_MT_kld_g5_w1_batchedTrue": "tabed", "mine": "sd", "hf_assisted_g5¶": "hf_assisted"})
+    assert names == {"ar": "ar", "sd_M_g5_w1": "sd g5 w1", "sd_M_g3_w2": "sd g3 w2",
+                     "sd_M_dyn_g20_c0.4": "sd dyn g20 c0.4", "tabed_MT_kld_g5_w1_batchedTrue": "tabed",
+                     "mine": "mine", "hf_assisted_g5¶": "hf_assisted¶"}
+    assert display_names({"sd_M_T": "sd", "sd_T_M": "sd"}) == {"sd_M_T": "sd_M_T", "sd_T_M": "sd_T_M"}  # would clash
+
+
+def test_rows_carry_short_names_and_the_csv_keeps_the_tag(results, capsys):
+    assert main([str(results)]) == 0
+    out = capsys.readouterr().out
+    assert "| sd " in out and "| sd_g4" not in out and "sd = sd_g4" in out  # the one legend line
+    table = __import__("pandas").read_csv(results / "report.csv").set_index("method")
+    assert table.loc["sd_g4", "name"] == "sd" and table.loc["ar", "name"] == "ar"
+
+
+def test_one_dataset_prints_each_number_once_and_tables_get_every_layout(results, capsys):
+    assert main([str(results)]) == 0
+    out = capsys.readouterr().out
+    for layout in ("Table 1 layout", "EAGLE layout", "Robust speedup", "Second turn by task"):
+        assert layout not in out
+    assert out.count("| sd ") == 1
+    for name in ("table1", "eagle", "second_turn", "robust"):
+        assert (results / "tables" / f"{name}.csv").exists()
+    assert (results / "tables" / "robust.md").exists() and (results / "report.md").read_text() in out
+
+
+def test_layouts_over_several_datasets_are_printed_where_they_fit(paper, tmp_path, capsys):
+    text = report(paper)  # two datasets, sd-named methods, a second-turn task
+    assert "Robust speedup" in text and "Second turn by task" in text
+    assert "Table 1 layout" not in text and "EAGLE layout" not in text
+    tabed = tmp_path / "tabed"
+    for dataset, group in (("pope", "benchmark"), ("nq", "nlp")):
+        write_cell(tabed, "ar", "ar", [("a", 4, 4, 2.0, [1, 2, 3, 4], [], [])], dataset=dataset, group=group)
+        write_cell(tabed, "tabed", "tabed_MT", [("a", 4, 2, 1.0, [1, 2, 3, 4], [2], [4])], dataset=dataset,
+                   group=group)
+    text = report(tabed)
+    assert "Table 1 layout" in text and "Robust speedup" not in text  # Table 1's Summary columns are those numbers
+    assert (tabed / "tables" / "robust.md").exists()
+
+
+def test_sweep_overrides_expand_as_hydras_basic_sweeper_does():
+    jobs = sweep_jobs(["method=ar,sd", "dataset=tiny", "method.gamma=range(2,4)", "+sweep=smoke", "method=ar,tabed"])
+    assert jobs == [[f"method={m}", "dataset=tiny", f"method.gamma={g}", "+sweep=smoke"]
+                    for m in ("ar", "tabed") for g in (2, 3)]
+    assert sweep_jobs(["n_samples=null"]) == [["n_samples=null"]]

@@ -18,8 +18,8 @@ from tests.conftest import ACCEPT_WEAK, ROOT, harness_cli, pair_overrides
 
 # The smoke preset (ar and sd on the tiny set), on all 10 prompts so that a kill lands inside the sd cell.
 SWEEP = ["-m", "+sweep=smoke", "n_samples=null", "max_new_tokens=48", "progress=false"]
-SAME = ["run", "pair", "dataset", "task", "method", "turn", "n", "failed", "new_tokens", "tau", "accept_rate",
-        "lossless", "pos_accept", "n_paired", "source"]  # every report column but timings
+SAME = ["run", "pair", "dataset", "task", "method", "turn", "n_ok", "n_failed", "new_tokens", "tau",
+        "acceptance_rate", "lossless", "position_acceptance", "n_paired", "source"]  # every report column but timings
 SD = "sd_M_g5_w1"
 
 
