@@ -22,11 +22,11 @@ from harness.records import (
     BASELINE, CONFIG, ENV, RETRIED, SAMPLES, STEP_COSTS, SUMMARY, append_sample, cell_dir, cell_lock, check_identity,
     environment, load_summary, read_records, summarize, take_out, write_atomic,
 )
-from methods import DecodeSettings, get_method
+from methods import DecodeSettings, find, get_method
 from methods.options import check_options
 
 log = logging.getLogger("harness")
-RESERVED_METHOD_KEYS = ("name", "tag", "needs_draft", "needs_eagle")
+RESERVED_METHOD_KEYS = ("name", "tag")  # the rest are the method's options (methods.registry)
 
 
 def method_options(cfg) -> dict:
@@ -154,7 +154,7 @@ def check_settings(cfg) -> dict:
     if not integer(cfg.warmup) or cfg.warmup < 0:
         bad("warmup", "an integer >= 0")
     try:
-        check_options(cfg.method.name, get_method(cfg.method.name), method_options(cfg))
+        check_options(find(cfg.method.name), method_options(cfg))
     except ValueError as err:
         raise HarnessError(str(err)) from None
     return dict(max_new_tokens=cfg.max_new_tokens, temperature=float(cfg.temperature), top_p=float(cfg.top_p))
@@ -224,8 +224,8 @@ def _run_cell(cfg, cell: Path, settings_base: dict) -> dict:
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)
     pack = packing.wanted(cfg.pack_weights, device, dtype)
-    pair = load_pair(cfg.pair, device, dtype, need_draft=cfg.method.get("needs_draft", False),
-                     need_eagle=cfg.method.get("needs_eagle", False), pack=pack,
+    needs = find(cfg.method.name).needs
+    pair = load_pair(cfg.pair, device, dtype, need_draft="draft" in needs, need_eagle="eagle" in needs, pack=pack,
                      block=kernels.block_tokens(cfg.method.name, options))
     with_images = sum(bool(s.images) for s in samples)
     if pair.processor is None and (cfg.dataset.get("images") or with_images == len(samples)):

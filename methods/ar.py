@@ -4,8 +4,10 @@ from __future__ import annotations
 import torch
 
 from methods.core import DecodeSettings, Models, Prompt, Result, check_prompt, extend, forward, new_cache, next_token, now
+from methods.registry import method
 
 
+@method("ar")
 @torch.inference_mode()
 def generate(models: Models, prompt: Prompt, settings: DecodeSettings, generator: torch.Generator | None = None) -> Result:
     check_prompt(prompt)

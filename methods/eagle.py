@@ -9,6 +9,7 @@ import torch
 from methods.core import DecodeSettings, Models, Prompt, Result
 from methods.drafting import Drafter, Verdict
 from methods.eagle3 import Eagle3, Head, checkpoint_head, feature_layers, head_for
+from methods.registry import method
 from methods.speculative import speculate
 from methods.verify import Tree
 
@@ -103,6 +104,7 @@ class EagleDrafter(Drafter):
                     spine=[], chain=False, drafted=len(keep), calls=depth)
 
 
+@method("eagle", needs=("eagle",))
 def generate(models: Models, prompt: Prompt, settings: DecodeSettings, generator: torch.Generator | None = None,
              gamma: int = 5, tree_width: int = 1, head: str = "checkpoint", head_size: int = 0, top_k: int = 0,
              total_tokens: int = 60) -> Result:
@@ -119,12 +121,13 @@ def generate(models: Models, prompt: Prompt, settings: DecodeSettings, generator
     ids = prompt.target["input_ids"][0]
     max_len = len(ids) + settings.max_new_tokens + gamma * max(top_k, 1) + 1
     drafter = EagleDrafter(eagle, head_fn, ids, layers, max_len)
-    result = speculate(models, prompt, settings, generator, drafter, gamma=gamma, width=tree_width, top_k=top_k,
-                       total=total_tokens)
+    result = speculate(models, prompt, settings, generator, drafter, gamma=gamma, tree_width=tree_width,
+                       top_k=top_k, total_tokens=total_tokens)
     result.stats.update(head=head, feature_layers=layers)  # what `checkpoint` resolved to, in every record
     return result
 
 
+@method("specvocab", needs=("eagle",))
 def generate_specvocab(models: Models, prompt: Prompt, settings: DecodeSettings,
                        generator: torch.Generator | None = None, gamma: int = 5, tree_width: int = 1,
                        k: int = 768, top_k: int = 0, total_tokens: int = 60) -> Result:

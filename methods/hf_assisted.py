@@ -43,6 +43,7 @@ import torch
 from transformers import GenerationConfig, GenerationMixin
 
 from methods.core import DecodeSettings, Models, Prompt, Result, check_prompt, extend, now
+from methods.registry import method
 
 SCHEDULES = ("constant", "heuristic", "heuristic_transient")  # transformers' num_assistant_tokens_schedule values
 
@@ -132,6 +133,7 @@ def hf_generate(models: Models, prompt: Prompt, settings: DecodeSettings, genera
     return Result([out], stats)
 
 
+@method("hf_assisted", needs=("draft",))
 def generate(models: Models, prompt: Prompt, settings: DecodeSettings, generator: torch.Generator | None = None,
              gamma: int = 5, schedule: str = "constant", confidence: float = 0.0) -> Result:
     """`hf_assisted`: HF assisted generation with the pair's draft drafting `gamma` tokens per block (`schedule`
@@ -158,6 +160,7 @@ def generate(models: Models, prompt: Prompt, settings: DecodeSettings, generator
         num_assistant_tokens=gamma, num_assistant_tokens_schedule=schedule, assistant_confidence_threshold=confidence))
 
 
+@method("hf_pld")
 def generate_pld(models: Models, prompt: Prompt, settings: DecodeSettings, generator: torch.Generator | None = None,
                  gamma: int = 5) -> Result:
     """`hf_pld`: HF prompt-lookup decoding, drafting up to `gamma` tokens per block by n-gram match."""
@@ -171,6 +174,7 @@ def generate_pld(models: Models, prompt: Prompt, settings: DecodeSettings, gener
     return hf_generate(models, prompt, settings, generator, target_knobs=dict(prompt_lookup_num_tokens=gamma))
 
 
+@method("hf_generate")
 def generate_plain(models: Models, prompt: Prompt, settings: DecodeSettings,
                    generator: torch.Generator | None = None) -> Result:
     """`hf_generate`: transformers' own `generate()` on the target alone (dynamic cache, as a user calls it)."""

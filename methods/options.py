@@ -2,12 +2,12 @@
 not a run whose every sample fails on it (each method's own checks stay, for callers of its generate())."""
 from __future__ import annotations
 
-import inspect
 import math
 
 from methods.drafting import MODES
 from methods.eagle3 import HEADS
 from methods.hf_assisted import SCHEDULES
+from methods.registry import Method
 from methods.weights import POLICIES
 
 
@@ -37,13 +37,12 @@ RULES = {
 }
 
 
-def check_options(name: str, generate, options: dict) -> None:
-    """Raise ValueError naming the first unknown key or bad value of `options` for method `name`."""
-    params = inspect.signature(generate).parameters
-    known = [p for p in params if p not in ("models", "prompt", "settings", "generator")]
+def check_options(method: Method, options: dict) -> None:
+    """Raise ValueError naming the first unknown key or bad value of `options` for `method`."""
+    known = list(method.options())
     for key, value in options.items():
         if key not in known:
-            raise ValueError(f"method.{key}: {name} has no such option; valid: {', '.join(known) or 'none'}")
+            raise ValueError(f"method.{key}: {method.name} has no such option; valid: {', '.join(known) or 'none'}")
         ok, valid = RULES[key](value) if key in RULES else (True, "")
         if not ok:
-            raise ValueError(f"method.{key}={value!r} for {name}: need {valid}")
+            raise ValueError(f"method.{key}={value!r} for {method.name}: need {valid}")

@@ -60,18 +60,19 @@ def target_forward(target, cache, layers: list[int] | None, *args, **kwargs):
 
 @torch.inference_mode()
 def speculate(models: Models, prompt: Prompt, settings: DecodeSettings, generator: torch.Generator | None,
-              drafter: Drafter, gamma: int = 5, width: int = 1, top_k: int = 0, total: int = 60,
+              drafter: Drafter, gamma: int = 5, tree_width: int = 1, top_k: int = 0, total_tokens: int = 60,
               confidence: float = 0.0) -> Result:
-    """Decode with `drafter`: chains of `gamma` (`width` 1), chains with siblings (`width` > 1), or, with `top_k`
-    > 0, dynamic trees `gamma` levels deep of `total` nodes counting the root (the drafter's `draft_tree`)."""
-    if gamma < 1 or width < 1:
-        raise ValueError(f"need gamma >= 1 and tree width >= 1, got gamma={gamma}, width={width}")
+    """Decode with `drafter`: chains of `gamma` (`tree_width` 1), chains with siblings (`tree_width` > 1), or, with
+    `top_k` > 0, dynamic trees `gamma` levels deep of `total_tokens` nodes counting the root (the drafter's
+    `draft_tree`). Option names are the method configs' own."""
+    if gamma < 1 or tree_width < 1:
+        raise ValueError(f"need gamma >= 1 and tree width >= 1, got gamma={gamma}, width={tree_width}")
     if not 0.0 <= confidence < 1.0:
         raise ValueError(f"need 0 <= confidence < 1, got {confidence}")
     if top_k and not settings.greedy:
         raise ValueError("dynamic trees (top_k > 0) are verified greedily only; under sampling use tree_width")
-    if top_k and (top_k < 1 or total < 2):
-        raise ValueError(f"dynamic tree needs top_k >= 1, depth >= 1, total_tokens >= 2; got {top_k}, {gamma}, {total}")
+    if top_k and (top_k < 1 or total_tokens < 2):
+        raise ValueError(f"dynamic tree needs top_k >= 1, depth >= 1, total_tokens >= 2; got {top_k}, {gamma}, {total_tokens}")
     check_prompt(prompt)
     target, device = models.target, models.target.device
     t0 = now(device)
@@ -89,9 +90,9 @@ def speculate(models: Models, prompt: Prompt, settings: DecodeSettings, generato
         # Draft from the tokens the drafter has not read yet (>= 1: it lags behind `out`).
         feed = out[drafter.generated():]
         if top_k:
-            tree = drafter.draft_tree(feed, top_k, gamma, total)
+            tree = drafter.draft_tree(feed, top_k, gamma, total_tokens)
         else:  # a block adds at most gamma + 1 tokens
-            tree = draft_chain(drafter, feed, min(gamma, settings.max_new_tokens - len(out) - 1), width, settings,
+            tree = draft_chain(drafter, feed, min(gamma, settings.max_new_tokens - len(out) - 1), tree_width, settings,
                                generator, confidence)
 
         # Verify the block in one target forward: [last committed token, node 0, node 1, ...].

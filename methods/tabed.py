@@ -7,6 +7,7 @@ import torch
 
 from methods.core import DecodeSettings, Models, Prompt, Result
 from methods.drafting import ModelDrafter, Verdict, ensemble
+from methods.registry import method
 from methods.speculative import speculate
 from methods.weights import Weights
 
@@ -42,10 +43,11 @@ class EnsembleDrafter(ModelDrafter):
         return self.history
 
 
+@method("tabed", needs=("draft",))
 def generate(models: Models, prompt: Prompt, settings: DecodeSettings, generator: torch.Generator | None = None,
-             gamma: int = 5, drafts: tuple[str, ...] = ("M", "T"), policy: str = "wgrid", window: int = 0,
+             gamma: int = 5, drafts: str = "MT", policy: str = "wgrid", window: int = 0,
              batched: bool = True, tree_width: int = 1) -> Result:
     if len(drafts) < 2:
         raise ValueError(f"tabed needs at least two drafting modes, got {list(drafts)}; use method=sd for one")
     drafter = EnsembleDrafter(models, prompt, list(drafts), batched, policy, window)
-    return speculate(models, prompt, settings, generator, drafter, gamma=gamma, width=tree_width)
+    return speculate(models, prompt, settings, generator, drafter, gamma=gamma, tree_width=tree_width)

@@ -3,6 +3,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from methods import METHODS, find
 from tests.conftest import ROOT, harness_cli
 
 CONF = ROOT / "conf"
@@ -16,6 +17,25 @@ def combos():
                 yield method, pair, dataset
 
 
+@pytest.mark.parametrize("path", sorted(CONF.glob("method/**/*.yaml")), ids=lambda p: str(p.relative_to(CONF)))
+def test_method_configs_set_only_the_methods_own_options(path):
+    """A method config's keys are its generate()'s keyword parameters under the same names; the top-level
+    config of each method repeats the function's defaults, so YAML and code cannot drift apart."""
+    raw = OmegaConf.to_container(OmegaConf.load(path))
+    name = raw.get("name") or OmegaConf.to_container(OmegaConf.load(CONF / "method" / f"{_base(path)}.yaml"))["name"]
+    options = find(name).options()
+    assert set(raw) - {"name", "tag", "defaults"} <= set(options), f"{path}: keys outside {sorted(options)}"
+    if path.parent == CONF / "method":
+        assert name in METHODS
+        assert {k: v for k, v in raw.items() if k in options} == options, f"{path}: defaults differ from the code's"
+
+
+def _base(path):
+    """The method config a grid entry extends (its defaults list names it)."""
+    raw = OmegaConf.to_container(OmegaConf.load(path))
+    return next(d for d in raw.get("defaults", []) if isinstance(d, str) and d != "_self_").split("@")[0].split("/")[-1]
+
+
 @pytest.mark.parametrize("method,pair,dataset", list(combos()))
 def test_every_combination_composes(method, pair, dataset):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
@@ -23,8 +43,8 @@ def test_every_combination_composes(method, pair, dataset):
     resolved = OmegaConf.to_container(cfg, resolve=True)
     assert resolved["method"]["name"] == method and resolved["method"]["tag"]
     assert resolved["pair"]["name"] == pair and resolved["pair"]["target"]["id"]
-    for need in ("draft", "eagle"):  # a pair without what the method needs fails at load with a clear error
-        if resolved["method"].get(f"needs_{need}") and need in resolved["pair"]:
+    for need in find(method).needs:  # a pair without what the method needs fails at load with a clear error
+        if need in resolved["pair"]:
             assert resolved["pair"][need]["id"]
     assert resolved["dataset"]["name"] == dataset and resolved["dataset"]["loader"]
     for key in ("max_new_tokens", "temperature", "top_p", "seed", "n_samples", "warmup", "device", "dtype",
