@@ -27,6 +27,17 @@ def atomic_save(obj, path: Path) -> None:
     path.with_suffix(".tmp").rename(path)
 
 
+
+def resume(ckpt: Path, model, opt, log=print) -> int:
+    """Load an interrupted training run's model and optimiser state from `ckpt` when there; return its step."""
+    if not ckpt.exists():
+        return 0
+    state = torch.load(ckpt)
+    model.load_state_dict(state["model"], strict=False)
+    opt.load_state_dict(state["opt"])
+    log(f"resuming from step {state['step']} ({ckpt})")
+    return state["step"]
+
 class TopK(LogitsProcessor):
     """Records the top-k log-probabilities of every generation step; leaves the scores unchanged."""
 

@@ -30,7 +30,7 @@ from tqdm import tqdm
 from transformers import AutoTokenizer
 
 from harness import PROJECT_ROOT
-from harness.train.common import atomic_save, compare_with_ar, digest, greedy_topk, read_jsonl, write_build
+from harness.train.common import atomic_save, compare_with_ar, digest, greedy_topk, read_jsonl, resume, write_build
 from harness.zoo import smol_draft, smollm2
 from harness.zoo.smol_draft import DEFAULT_CONFIG, SmolDraft
 
@@ -163,13 +163,7 @@ def stage_train(args, work: Path, data: list[dict], vocab: torch.Tensor, cfg: di
                             lr=args.lr, betas=(0.9, 0.95))
     key = digest(cfg, vocab.tolist(), len(data), args.steps, args.batch, args.lr, args.wd, args.seed, args.warmup)
     ckpt = work / f"train-{key}" / "ckpt.pt"
-    step = 0
-    if ckpt.exists():
-        state = torch.load(ckpt)
-        model.load_state_dict(state["model"], strict=False)
-        opt.load_state_dict(state["opt"])
-        step = state["step"]
-        print(f"[3/5 train] resuming from step {step} ({ckpt})")
+    step = resume(ckpt, model, opt, lambda msg: print(f"[3/5 train] {msg}"))
     rng = random.Random(args.seed * 1000 + step)
 
     def lr_at(s):

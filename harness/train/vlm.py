@@ -44,7 +44,7 @@ from transformers import DynamicCache
 
 from harness import scenes
 from harness.train import vlm_data
-from harness.train.common import atomic_save, digest, greedy_topk, write_build
+from harness.train.common import atomic_save, digest, greedy_topk, resume, write_build
 from harness.zoo import smollm2, tiny_llava
 from harness.zoo.tiny_llava import IMAGE_TOKENS
 
@@ -264,13 +264,7 @@ def train_loop(name: str, model, groups, batches_fn, loss_fn, args_steps: int, l
         opt_groups += [{"params": [p for p in ps if p.ndim >= 2], "weight_decay": 0.05, "scale": scale},
                        {"params": [p for p in ps if p.ndim < 2], "weight_decay": 0.0, "scale": scale}]
     opt = torch.optim.AdamW([g for g in opt_groups if g["params"]], lr=lr, betas=(0.9, 0.98))
-    step = 0
-    if ckpt.exists():
-        saved = torch.load(ckpt)
-        model.load_state_dict(saved["model"], strict=False)
-        opt.load_state_dict(saved["opt"])
-        step = saved["step"]
-        tqdm.write(f"[{name}] resuming from step {step} ({ckpt})")
+    step = resume(ckpt, model, opt, lambda msg: tqdm.write(f"[{name}] {msg}"))
     model.train()
     bar = tqdm(total=args_steps, initial=step, desc=f"[{name}]", unit="step")
     per_epoch = len(batches_fn(0, random.Random(seed * 1000)))
