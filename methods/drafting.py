@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from methods.core import DecodeSettings, Models, Prompt, cache_len, crop_cache, forward, new_cache, probs_from_logits
 
+
 # --- the contract -------------------------------------------------------------------------------------------
 
 
