@@ -94,7 +94,7 @@ def bars(df: pd.DataFrame, value: str, ylabel: str, cmap: dict, interval: bool =
     groups = [names[d] for d in datasets] + (["mean"] if len(datasets) > 1 else [])
     fig = Figure(figsize=(COLUMN if len(groups) <= 4 else PAGE, 2.3))
     ax = fig.subplots()
-    width = min(0.8 / len(methods), 0.3)
+    width, label = min(0.8 / len(methods), 0.3), method_names(df)
     for i, m in enumerate(methods):
         y = table[m].to_numpy()
         if len(datasets) > 1:
@@ -106,7 +106,7 @@ def bars(df: pd.DataFrame, value: str, ylabel: str, cmap: dict, interval: bool =
             lo, hi = rows[f"{value}_lo"].to_numpy(), rows[f"{value}_hi"].to_numpy()
             err = np.vstack([y[:len(datasets)] - lo, hi - y[:len(datasets)]])
             err = np.hstack([err, np.full((2, len(groups) - len(datasets)), np.nan)])  # no interval on the mean
-        ax.bar(x, y, width * 0.92, color=cmap[m], label=method_names(df)[m], yerr=err,
+        ax.bar(x, y, width * 0.92, color=cmap[m], label=label[m], yerr=err,
                error_kw={"lw": 0.6, "capsize": 1.2, "ecolor": "#333333"})
     ax.axhline(1.0, color="#555555", lw=0.7, ls="--", zorder=0)
     if len(datasets) > 1:
@@ -135,11 +135,11 @@ def acceptance_figure(df, cmap):
         return None
     fig = Figure(figsize=(COLUMN, 2.3))
     ax = fig.subplots()
-    marks = markers(df.method)
+    marks, label = markers(df.method), method_names(df)
     for _, row in s.iterrows():
         pos = row.position_acceptance
         ax.plot(range(1, len(pos) + 1), pos, marker=marks[row.method], ms=4, mfc="none", lw=1.1,
-                color=cmap[row.method], label=method_names(df)[row.method])
+                color=cmap[row.method], label=label[row.method])
     ax.set_xlabel("draft position i")
     ax.set_ylabel("blocks accepting ≥ i drafts (fraction)")
     ax.set_ylim(0, 1.02)

@@ -6,7 +6,6 @@ runs. The same test must reject samples drawn from the draft alone, which shows 
 """
 from __future__ import annotations
 
-import itertools
 
 import pytest
 import torch

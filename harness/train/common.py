@@ -1,5 +1,6 @@
-"""Pieces every build script in harness.train shares: cache keys, atomic writes, the target's greedy answers with its top-k
-log-probabilities (the distillation data), and the build.json every weights folder carries."""
+"""Pieces every build script in harness.train shares: cache keys, atomic writes, resuming from a checkpoint, the
+target's greedy answers with its top-k log-probabilities (the distillation data), and the build.json every weights
+folder carries."""
 from __future__ import annotations
 
 import hashlib
@@ -27,7 +28,6 @@ def atomic_save(obj, path: Path) -> None:
     path.with_suffix(".tmp").rename(path)
 
 
-
 def resume(ckpt: Path, model, opt, log=print) -> int:
     """Load an interrupted training run's model and optimiser state from `ckpt` when there; return its step."""
     if not ckpt.exists():
@@ -37,6 +37,7 @@ def resume(ckpt: Path, model, opt, log=print) -> int:
     opt.load_state_dict(state["opt"])
     log(f"resuming from step {state['step']} ({ckpt})")
     return state["step"]
+
 
 class TopK(LogitsProcessor):
     """Records the top-k log-probabilities of every generation step; leaves the scores unchanged."""
