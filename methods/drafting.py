@@ -190,12 +190,12 @@ class ModelDrafter(Drafter):
     modes in one group (batched), one group per mode (sequential), or one row serving all modes when the
     prompt has no images (every mode then reads the same)."""
 
-    def __init__(self, models: Models, prompt: Prompt, modes: list[str], batched: bool = True):
-        for mode in modes:
+    def __init__(self, models: Models, prompt: Prompt, drafts: str | list[str], batched: bool = True):
+        for mode in drafts:
             if mode not in MODES:
                 raise ValueError(f"drafting mode {mode!r}; valid choices: {', '.join(MODES)}")
-        self.models, self.prompt, self.modes, self.batched = models, prompt, list(modes), batched
-        self.draft, self.k = models.draft, len(modes)
+        self.models, self.prompt, self.drafts, self.batched = models, prompt, list(drafts), batched
+        self.draft, self.k = models.draft, len(self.drafts)
         self.vocab = models.target.get_output_embeddings().weight.shape[0]  # logits come out this wide
         self.known = self.draft.get_input_embeddings().num_embeddings  # ids the draft can read
         unk = getattr(models.tokenizer, "unk_token_id", None)
@@ -209,7 +209,7 @@ class ModelDrafter(Drafter):
             self.groups = [{"cache": cache, "mask": None, "length": cache_len(cache), "shared": True, "rows": 1}]
             return self
         embeds = []
-        for mode in self.modes:
+        for mode in self.drafts:
             e, seconds = mode_embeds(mode, self.models, prompt)
             embeds.append(e)
             self.caption_s += seconds

@@ -1,11 +1,18 @@
 """The methods a config can name. Each method registers its generate() where it is defined, with what it needs
-from the pair; its options are that function's keyword parameters (names, types and defaults), and a method
-config (conf/method/NAME.yaml) may only set those, under the same names (tests/test_config.py checks it)."""
+from the pair; its options are that function's keyword parameters (names, types and defaults). Registering also
+stores a typed config schema with Hydra (`schema/method/NAME`), which each conf/method/NAME.yaml extends: Hydra
+then rejects an unknown key or a value of the wrong type while it composes, before anything loads, and a method
+config may only set the function's options, under the same names (tests/test_config.py checks it)."""
 from __future__ import annotations
 
+import dataclasses
 import inspect
+import typing
 from dataclasses import dataclass
 from typing import Callable
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
 
 NEEDS = ("draft", "eagle")  # the pair's draft model; the pair's EAGLE-3 drafter
 
@@ -18,8 +25,18 @@ class Method:
 
     def options(self) -> dict:
         """Option name -> default, in signature order."""
-        params = list(inspect.signature(self.generate).parameters.values())[4:]  # after models, prompt, settings, generator
-        return {p.name: p.default for p in params}
+        return {p.name: p.default for p in self._parameters()}
+
+    def schema(self) -> type:
+        """A dataclass of the method's config: `name`, `tag` (the cell's directory name, set by the YAML) and each
+        option with its annotated type and default."""
+        types = typing.get_type_hints(self.generate)
+        fields = [("name", str, dataclasses.field(default=self.name)), ("tag", str, dataclasses.field(default=MISSING))]
+        fields += [(p.name, types[p.name], dataclasses.field(default=p.default)) for p in self._parameters()]
+        return dataclasses.make_dataclass("".join(w.title() for w in self.name.split("_")) + "Config", fields)
+
+    def _parameters(self) -> list[inspect.Parameter]:
+        return list(inspect.signature(self.generate).parameters.values())[4:]  # after models, prompt, settings, generator
 
 
 METHODS: dict[str, Method] = {}
@@ -33,6 +50,7 @@ def method(name: str, needs: tuple[str, ...] = ()):
 
     def register(generate):
         METHODS[name] = Method(name, generate, tuple(needs))
+        ConfigStore.instance().store(group="schema/method", name=name, node=METHODS[name].schema())
         return generate
     return register
 

@@ -16,9 +16,9 @@ class EnsembleDrafter(ModelDrafter):
     """The draft model in K modes whose mixture q = sum_d w_d q_d drafts; after each block the weights learn from
     the positions where every mode's context was right: the accepted path and the first rejected depth."""
 
-    def __init__(self, models: Models, prompt: Prompt, modes: list[str], batched: bool, policy: str, window: int):
-        super().__init__(models, prompt, modes, batched)
-        self.weights = Weights(policy, len(modes), window)
+    def __init__(self, models: Models, prompt: Prompt, drafts: str, batched: bool, policy: str, window: int):
+        super().__init__(models, prompt, drafts, batched)
+        self.weights = Weights(policy, self.k, window)
         self.block: list[torch.Tensor] = []  # each mode's logits [K, V] at every draft step of this block
         self.history = dict(weights=[], mode_agree=[])
 
@@ -49,5 +49,5 @@ def generate(models: Models, prompt: Prompt, settings: DecodeSettings, generator
              batched: bool = True, tree_width: int = 1) -> Result:
     if len(drafts) < 2:
         raise ValueError(f"tabed needs at least two drafting modes, got {list(drafts)}; use method=sd for one")
-    drafter = EnsembleDrafter(models, prompt, list(drafts), batched, policy, window)
+    drafter = EnsembleDrafter(models, prompt, drafts, batched, policy, window)
     return speculate(models, prompt, settings, generator, drafter, gamma=gamma, tree_width=tree_width)

@@ -1,6 +1,10 @@
 """Every config file composes, and unknown names fail with Hydra's list of choices."""
+import typing
+
 import pytest
 from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
+from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
 from methods import METHODS, find
@@ -58,6 +62,42 @@ def test_method_tag_carries_its_parameters():
     assert cfg.method.tag == "sd_M_g3_w1"
 
 
+def test_each_method_config_is_typed_by_its_functions_signature():
+    """The schema Hydra composes each method config onto: name, tag and every option with its annotated type."""
+    store = ConfigStore.instance().repo["schema"]["method"]
+    for name, method in METHODS.items():
+        node = store[f"{name}.yaml"].node
+        types = typing.get_type_hints(method.generate)
+        assert OmegaConf.get_type(node).__name__ == method.schema().__name__  # a dataclass, not a plain dict
+        assert list(node) == ["name", "tag", *method.options()], name
+        assert node.name == name and OmegaConf.is_missing(node, "tag")
+        for key, default in method.options().items():
+            assert node[key] == default and type(node[key]) is types[key], (name, key)
+
+
+@pytest.mark.parametrize("override, says", [
+    ("method.gamma=abc", "Value 'abc' of type 'str' could not be converted to Integer"),
+    ("method.confidence=high", "could not be converted to Float"),
+    ("method.tree_width=1.5", "could not be converted to Integer"),
+    ("method.drafting=[M,T]", "Cannot convert 'list' to string"),
+    ("method.gama=3", "Could not override 'method.gama'"),
+])
+def test_a_method_option_of_the_wrong_type_or_name_fails_while_hydra_composes(override, says):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        with pytest.raises(ConfigCompositionException) as err:
+            compose("config", overrides=["method=sd", override])
+    message = f"{err.value} {err.value.__cause__}"
+    assert says in message and ("method." + override.split("=")[0].split(".")[1]) in message, message
+
+
+def test_typed_options_keep_their_types_through_overrides():
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=["method=tabed", "method.batched=false", "method.gamma=3"])
+        sd = compose("config", overrides=["method=grid/sd_dynamic", "method.confidence=1"])
+    assert cfg.method.batched is False and cfg.method.gamma == 3 and cfg.method.tag == "tabed_MT_wgrid_g3_w1_batchedFalse"
+    assert isinstance(sd.method.confidence, float) and sd.method.gamma == 20
+
+
 @pytest.mark.parametrize("group", ["method", "pair", "dataset"])
 def test_unknown_name_lists_the_choices(tmp_path, group):
     proc = harness_cli(f"{group}=no-such-thing", cwd=tmp_path, timeout=120)
@@ -71,6 +111,5 @@ def test_every_method_has_a_pair_that_serves_it():
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         pairs = [compose("config", overrides=[f"pair={p}"]).pair for p in GROUPS["pair"]]
         for method in GROUPS["method"]:
-            m = compose("config", overrides=[f"method={method}"]).method
-            needs = [k for k in ("draft", "eagle") if m.get(f"needs_{k}")]
+            needs = find(compose("config", overrides=[f"method={method}"]).method.name).needs
             assert any(all(k in p for k in needs) for p in pairs), method
