@@ -7,6 +7,8 @@ as PNG and PDF, by default into RESULTS_DIR/figures/:
   tabed_weights_*  TABED's weight on each drafting mode, block by block, for a few samples (one file per
                    TABED method; --samples ID,... picks them, else the longest answers of distinct datasets)
   cost_model       measured speedup against the draft step cost c, with the cost model S = tau / (v + gamma c)
+  claims           with --claims NAME: measured next to each published claim of conf/claims/NAME.yaml (the
+                   claimed value with its tolerance band; not comparable claims greyed, with why: harness.claims)
 
 Numbers come from `harness.report` (same pairing with ar, same pooling: all turns of a dataset together; every
 number from `harness.records.metrics`), and methods carry the report's display names. A method has one colour
@@ -37,6 +39,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from harness import HarnessError
+from harness.claims import METRIC_LABELS, evaluate, load_claims
 from harness.records import SUMMARY, metrics
 from harness.report import dataset_order, labels, load, method_order, summarize
 
@@ -271,12 +275,65 @@ def cost_figure(df, cmap, cost: str | dict = "measured"):
     return fig
 
 
-def figures(df: pd.DataFrame, cost: str | dict = "measured", samples: list[str] | None = None) -> dict:
+VERDICT_COLOURS = {"within": "#009E73", "above": "#0072B2", "below": "#D55E00"}
+GREY = "#aaaaaa"
+
+
+def claims_figure(table: pd.DataFrame):
+    """One panel per metric, a row per claim: the claimed value (black diamond) with its tolerance band (grey bar),
+    the measured one (a dot coloured by its verdict); a claim that is not comparable is greyed, its measured value
+    (if any) hollow, and the checks it fails written beside it."""
+    metrics_ = [m for m in METRIC_LABELS if m in set(table.metric)]
+    heights = [int((table.metric == m).sum()) + 1.2 for m in metrics_]
+    fig = Figure(figsize=(PAGE, 0.5 + 0.15 * sum(heights)))
+    axes = fig.subplots(len(metrics_), 1, squeeze=False, gridspec_kw={"height_ratios": heights})[:, 0]
+    for ax, metric in zip(axes, metrics_):
+        t = table[table.metric == metric].reset_index(drop=True)
+        y = -np.arange(len(t))
+        ax.barh(y, t.hi - t.lo, left=t.lo, height=0.55, color="#e4e4e4", lw=0, zorder=1)
+        ax.scatter(t.claimed, y, marker="D", s=14, color="#222222", zorder=3, label="claimed (± band)")
+        for verdict, colour in VERDICT_COLOURS.items():  # legend entries only for what is drawn
+            on = (t.verdict == verdict).to_numpy()
+            if on.any():
+                ax.scatter(t.measured[on], y[on], s=18, color=colour, zorder=4, label=f"measured: {verdict}")
+        off = (~t.comparable & t.measured.notna()).to_numpy()
+        if off.any():
+            ax.scatter(t.measured[off], y[off], s=18, facecolor="none", edgecolor=GREY, zorder=4,
+                       label="measured, not comparable")
+        ax.set_yticks(y, [f"{r.paper} {r.label}: {r.datasets if len(r.datasets) <= 26 else r.datasets[:25] + '…'}"
+                          + (", 2nd turn" if r.turn == "second" else "") for r in t.itertuples()])
+        for tick, r in zip(ax.get_yticklabels(), t.itertuples()):
+            tick.set_color("#222222" if r.comparable else GREY)
+            if not r.comparable:
+                ax.annotate("not comparable: " + ", ".join(dict.fromkeys(r.why_not)),
+                            xy=(1.01, tick.get_position()[1]), xycoords=("axes fraction", "data"), va="center",
+                            fontsize=5.5, color=GREY)
+        ax.set_ylim(y[-1] - 0.7, 0.7)
+        ax.set_xlabel(METRIC_LABELS[metric])
+        ax.grid(axis="x")
+        ax.grid(axis="y", visible=False)
+    handles, names = axes[0].get_legend_handles_labels()
+    for ax in axes[1:]:  # one legend: every kind of marker that appears in any panel
+        for h, n in zip(*ax.get_legend_handles_labels()):
+            if n not in names:
+                handles.append(h)
+                names.append(n)
+    axes[0].legend(handles, names, ncol=3, loc="lower left", bbox_to_anchor=(0, 1.0), borderaxespad=0.2)
+    fig.subplots_adjust(hspace=0.6)
+    return fig
+
+
+def figures(df: pd.DataFrame, cost: str | dict = "measured", samples: list[str] | None = None,
+            claims: list | None = None) -> dict:
     """Every figure the records allow, by file stem; a skipped figure maps to the reason (a string). Figures
     are plain matplotlib Figures (no pyplot state): display them in a notebook, or save() them. `cost`:
-    "measured", "effective" or {PAIR: c} (see the module docstring)."""
+    "measured", "effective" or {PAIR: c} (see the module docstring); `claims` (harness.claims.load_claims) adds
+    the claims figure."""
     with matplotlib.rc_context(STYLE):
-        return _figures(df, colours(df.method), cost, samples)
+        out = _figures(df, colours(df.method), cost, samples)
+        if claims is not None:
+            out["claims"] = claims_figure(evaluate(df, claims))
+        return out
 
 
 def _figures(df, cmap, cost, samples) -> dict:
@@ -318,6 +375,8 @@ def main(argv: list[str] | None = None) -> int:
                         '(timed apart from the decode; the default), "effective" (from the cells\' own decode '
                         'times: on the curve by construction) or a JSON file {"PAIR": c}')
     parser.add_argument("--samples", help="comma-separated sample ids for the TABED weight figure")
+    parser.add_argument("--claims", metavar="NAME", help="add the claims figure: measured next to the published "
+                        "claims of conf/claims/NAME.yaml (or all of them: all)")
     args = parser.parse_args(argv)
     if not args.results.is_dir():
         print(f"error: {args.results} is not a directory", file=sys.stderr)
@@ -329,8 +388,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.cost not in ("measured", "effective") and not Path(args.cost).is_file():
         print(f"error: --cost {args.cost}: neither measured, effective nor a JSON file", file=sys.stderr)
         return 2
+    try:
+        claims = load_claims(args.claims) if args.claims else None
+    except HarnessError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     cost = args.cost if args.cost in ("measured", "effective") else json.loads(Path(args.cost).read_text())
-    written = save(figures(df, cost, args.samples.split(",") if args.samples else None),
+    written = save(figures(df, cost, args.samples.split(",") if args.samples else None, claims),
                    args.out or args.results / "figures")
     print("\n".join(f"wrote {p}" for p in written))
     return 0

@@ -7,7 +7,9 @@ Writes, next to the results:
   speedup, first and second turn), tables/eagle.*: EAGLE's layout (speedup and tau per dataset, mean column),
   tables/robust.*: robust speedup (mean over datasets) with the worst dataset, tables/second_turn.*: second
   turns by task. The .md and .tex files hold the wide tables (LaTeX: booktabs + multirow), the .csv files
-  the tidy numbers behind them.
+  the tidy numbers behind them;
+- with --claims NAME: tables/claims.{md,csv}, the published numbers of conf/claims/NAME.yaml next to what these
+  records measured, each claim's verdict or why it is not comparable (harness.claims).
 `python -m harness.report --status RESULTS_DIR` lists done / partial / failed / missing cells instead.
 
 Every number comes from `harness.records.metrics` (the one definition, shared with summary.json; the README's
@@ -20,7 +22,6 @@ samples came from (summary.json `dataset_source`): bundle numbers must never pas
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import logging
 import sys
@@ -30,8 +31,11 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from harness import PROJECT_ROOT
+from harness import PROJECT_ROOT, HarnessError
+from harness.claims import evaluate, load_claims
+from harness.claims import write as write_claims
 from harness.records import CONFIG, SAMPLES, SUMMARY, lock_holder, metrics, read_records, walltime
+from harness.sweeps import not_hydra, sweep_jobs
 
 log = logging.getLogger("harness")
 
@@ -381,9 +385,10 @@ def shown(df: pd.DataFrame, rob: pd.DataFrame) -> dict[str, bool]:
             "second_turn": bool(len(turn2)) and bool((turn2.groupby(["pair", "task"]).dataset.nunique() >= 2).any())}
 
 
-def report(root: Path) -> str:
+def report(root: Path, claims: list | None = None) -> str:
     """Write every report file for the records under `root` and return the Markdown that is printed (and written
-    to report.md): the baseline strength, the per-cell tables, and the layouts `shown` selects."""
+    to report.md): the baseline strength, the per-cell tables, the layouts `shown` selects and, given `claims`
+    (harness.claims.load_claims), measured next to claimed (tables/claims.md, .csv)."""
     df = load(root)
     cells = summarize(df, CELL_KEYS)
     cells.to_csv(root / "report.csv", index=False)
@@ -404,26 +409,13 @@ def report(root: Path) -> str:
     show = shown(df, rob)
     printed = [layouts[k] for k in ("table1", "eagle", "second_turn", "robust") if show[k] and layouts.get(k)]
     text = "\n".join([header + render_cells(cells), *printed] + ([FOOTNOTE + "\n"] if printed else []))
+    if claims is not None:
+        text += "\n" + write_claims(evaluate(df, claims), out, root)
     (root / "report.md").write_text(text)
     return text
 
 
 # --- status --------------------------------------------------------------------------------------------
-
-
-def sweep_jobs(overrides: list[str]) -> list[list[str]]:
-    """The jobs of a multirun over `overrides`, as Hydra's basic sweeper makes them: each override parsed by
-    Hydra's public override grammar (hydra.core), a sweep (`a,b`, `choice(...)`, `range(...)`, `glob(...)`)
-    expanded into its values, a later override of the same key replacing an earlier one in its place, then the
-    cartesian product in the keys' order."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    choices: dict[str, list[str]] = {}
-    for o in OverridesParser.create().parse_overrides(overrides):
-        key = o.get_key_element()
-        values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.get_value_element_as_str()]
-        choices[key] = [f"{key}={v}" for v in values]
-    return [list(job) for job in itertools.product(*choices.values())]
 
 
 def expected_cells(root: Path) -> set[Path]:
@@ -438,12 +430,11 @@ def expected_cells(root: Path) -> set[Path]:
     for multirun in sorted(root.glob(".hydra/*/multirun.yaml")):
         hydra_cfg = OmegaConf.load(multirun).hydra
         params = [f"{k}={v}" for k, v in (hydra_cfg.sweeper.get("params") or {}).items()]
-        task = [o for o in hydra_cfg.overrides.task if not o.lstrip("+~").startswith("hydra")]
-        jobs = sweep_jobs(params + task)
+        jobs = sweep_jobs(params + not_hydra(list(hydra_cfg.overrides.task)))
         try:
             with initialize_config_dir(str(PROJECT_ROOT / "conf"), version_base="1.3"):
                 for job in jobs:
-                    cfg = compose("config", overrides=[o for o in job if not o.lstrip("+~").startswith("hydra")])
+                    cfg = compose("config", overrides=not_hydra(job))
                     cfg.output_root = str(root)
                     expected.add(cell_dir(cfg))
         except Exception as err:  # noqa: BLE001 - e.g. the configs changed since: list what exists
@@ -486,6 +477,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("results", type=Path, help="a results directory (any level: root, run, pair, ...)")
     parser.add_argument("--status", action="store_true", help="list done / running / partial / failed / missing cells "
                         "(missing ones are found from multiruns under RESULTS/.hydra: give the output root)")
+    parser.add_argument("--claims", metavar="NAME", help="also put measured next to the published claims of "
+                        "conf/claims/NAME.yaml (or all of them: all), in tables/claims.md and .csv")
     args = parser.parse_args(argv)
     root = args.results.resolve()
     if not root.is_dir():
@@ -499,12 +492,17 @@ def main(argv: list[str] | None = None) -> int:
         print(table.to_markdown(index=False))
         print(", ".join(f"{s}: {(table.state == s).sum()}" for s in ("done", "running", "partial", "failed", "missing")))
         return 0
+    try:
+        claims = load_claims(args.claims) if args.claims else None
+    except HarnessError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if not any(root.rglob(SAMPLES)):
         print(f"error: no cells with {SAMPLES} under {args.results}", file=sys.stderr)
         return 2
-    print(report(root))
+    print(report(root, claims))
     print(f"wrote {root / 'report.md'}, {root / 'report.csv'} and {root / 'tables'}/ (every layout: table1, eagle, "
-          "robust, second_turn as .md, .tex and .csv)")
+          "robust, second_turn as .md, .tex and .csv" + ("; claims.md and .csv" if claims else "") + ")")
     return 0
 
 
