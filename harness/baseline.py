@@ -13,7 +13,7 @@ import time
 
 from harness import HarnessError
 from methods import DecodeSettings, Models, get_method
-from methods.core import now
+from methods.core import devices, now
 
 PROMPTS, TOKENS, REPEATS = 2, 24, 3  # about 10 s on the embedded pair
 
@@ -29,15 +29,15 @@ def calibrate(pair, dense_target, prompts: list, settings: DecodeSettings, repea
     for prompt in prompts[:1]:
         for fn, models in runs.values():
             fn(models, prompt, settings)  # untimed: allocation, kernel selection
-    device = pair.device
+    clock = devices(pair.models.target)
     for r in range(repeats):
         for i, prompt in enumerate(prompts):
             outs, spent = {}, {}
             for name in (list(runs) if (r + i) % 2 == 0 else list(runs)[::-1]):
                 fn, models = runs[name]
-                start = now(device)
+                start = now(*clock)
                 outs[name] = fn(models, prompt, settings).tokens[0]
-                spent[name] = now(device) - start
+                spent[name] = now(*clock) - start
                 seconds[name] += spent[name]
                 tokens[name] += len(outs[name])
             identical &= outs["ar"] == outs["generate"]

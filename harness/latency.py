@@ -11,7 +11,7 @@ from contextlib import contextmanager
 import torch
 
 from methods import get_method
-from methods.core import now
+from methods.core import devices, now
 from methods.hf_assisted import n_tokens
 
 STEP_TOKENS = 16  # new tokens per timing decode: enough 1-token steps and full blocks, cheap on a CPU
@@ -25,13 +25,13 @@ def forward_timer(models):
     calls = []
 
     def hooks(model, who):
-        opened = {}
+        opened, clock = {}, devices(model)
 
         def before(module, args, kwargs):
-            opened.update(n=n_tokens(kwargs), t=now(model.device))
+            opened.update(n=n_tokens(kwargs), t=now(*clock))
 
         def after(module, args, kwargs, output):
-            calls.append((who, opened["n"], opened["t"], now(model.device) - opened["t"]))
+            calls.append((who, opened["n"], opened["t"], now(*clock) - opened["t"]))
 
         return [model.register_forward_pre_hook(before, with_kwargs=True),
                 model.register_forward_hook(after, with_kwargs=True)]
@@ -49,7 +49,7 @@ def decode_forwards(models, generate, options: dict, prompt, settings) -> tuple[
     the decode's stats."""
     device = models.target.device
     with forward_timer(models) as calls:
-        start = now(device)
+        start = now(*devices(models.target))
         result = generate(models, prompt, settings, torch.Generator(device=device).manual_seed(0), **options)
     return [(who, n, dt) for who, n, t, dt in calls if t >= start + result.stats["prefill_s"]], result.stats
 

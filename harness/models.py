@@ -7,6 +7,8 @@ unset; otherwise the error says what is missing and how to fetch it (harness.hub
 from __future__ import annotations
 
 import functools
+import gc
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +24,7 @@ from harness.kernels import choose_packing
 from harness.packing import pack_linears
 from harness.zoo import load_embedded
 from methods import Models, Prompt
+from methods.core import devices
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 # Where a question's text places an image (Interleave-Bench's convention; datasets/bundled/README.md).
@@ -65,6 +68,38 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype | None:
         raise HarnessError(f"dtype={name!r}; valid choices: auto, {', '.join(DTYPES)}") from None
 
 
+# accelerate's ways to split a model over the visible devices (`pair.target.device_map`), for targets larger than one GPU.
+DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
+
+
+def placement(target_cfg) -> str | None:
+    """`pair.target.device_map` (+ `max_memory`) as load_model's hashable key: None loads the whole target on the run's
+    device; a DEVICE_MAPS name or a {module: device} mapping splits it, and the draft then sits on its first device."""
+    device_map = target_cfg.get("device_map")
+    if device_map is None:
+        return None
+    device_map = OmegaConf.to_container(device_map) if OmegaConf.is_config(device_map) else device_map
+    if not (device_map in DEVICE_MAPS or isinstance(device_map, dict) and device_map):
+        raise HarnessError(f"pair.target.device_map={device_map!r}; valid choices: null (the whole target on `device`), "
+                           f"{', '.join(DEVICE_MAPS)}, or a mapping of module names to devices")
+    memory = target_cfg.get("max_memory")
+    memory = OmegaConf.to_container(memory) if OmegaConf.is_config(memory) else memory
+    memory = {str(k): v for k, v in memory.items()} if memory else None  # GPU 0 and "cpu": keys of one type
+    offload = target_cfg.get("offload_folder")
+    if isinstance(device_map, dict) and "disk" in device_map.values() and not offload:
+        raise HarnessError("pair.target.device_map offloads modules to disk: set pair.target.offload_folder to a folder "
+                           "with room for their weights")
+    return json.dumps({"device_map": device_map, "max_memory": memory, "offload_folder": offload}, sort_keys=True)
+
+
+def placed(placement_key: str) -> dict:
+    """from_pretrained's keywords for a `placement` key (max_memory's GPU keys back to ints, as accelerate wants)."""
+    load = {k: v for k, v in json.loads(placement_key).items() if v is not None}
+    if "max_memory" in load:
+        load["max_memory"] = {int(k) if str(k).isdigit() else k: v for k, v in load["max_memory"].items()}
+    return load
+
+
 def shipped_dtype(config) -> torch.dtype:
     """The half-precision dtype a checkpoint ships in (its config's dtype, formerly torch_dtype): bfloat16 for
     Llama-3.1, Qwen3 or lvlm160m-bf16, float16 for LLaVA-1.5; float16 when it names none or float32 (a training
@@ -74,13 +109,15 @@ def shipped_dtype(config) -> torch.dtype:
     return torch.bfloat16 if dtype == torch.bfloat16 else torch.float16
 
 
-@functools.lru_cache(maxsize=4)
-def load_model(model_id: str, dtype: torch.dtype | None, device: torch.device, pack: bool = False):
+@functools.lru_cache(maxsize=None)  # emptied when a run switches targets (`load_pair`)
+def load_model(model_id: str, dtype: torch.dtype | None, device: torch.device, pack: bool = False,
+               placement_key: str | None = None):
     """(model, tokenizer, processor or None), cached so multirun jobs in one process load each model once;
     dtype None is the checkpoint's own (`shipped_dtype`); with `pack`, its linear layers use prepacked CPU
-    weights (harness.packing; for decoding, not training). Any failure is one line naming the model."""
+    weights (harness.packing; for decoding, not training); `placement_key` (`placement`) splits it over devices
+    instead of putting it on `device`. Any failure is one line naming the model."""
     try:
-        model, tokenizer, processor = _load_model(model_id, dtype, device)
+        model, tokenizer, processor = _load_model(model_id, dtype, device, placement_key)
     except HarnessError:
         raise
     except Exception as err:  # noqa: BLE001 - a tokenizer probe, a missing package, a bad config: one clear line
@@ -91,8 +128,10 @@ def load_model(model_id: str, dtype: torch.dtype | None, device: torch.device, p
     return model, tokenizer, processor
 
 
-def _load_model(model_id: str, dtype: torch.dtype | None, device: torch.device):
+def _load_model(model_id: str, dtype: torch.dtype | None, device: torch.device, placement_key: str | None):
     if (name := embedded_name(model_id)) is not None:
+        if placement_key is not None:
+            raise HarnessError(f"pair.target.device_map is for hub or local checkpoints; {model_id} fits one device")
         model, tok_or_processor = load_embedded(name, dtype or torch.float16)  # CUDA: fp16
         processor = tok_or_processor if hasattr(tok_or_processor, "image_processor") else None  # vision pairs
         tokenizer = processor.tokenizer if processor is not None else tok_or_processor
@@ -100,6 +139,7 @@ def _load_model(model_id: str, dtype: torch.dtype | None, device: torch.device):
     config = from_hf(AutoConfig, model_id)
     # Straight to the device: building a 13B model in host RAM first costs 26 GB of it.
     load = dict(dtype=dtype or shipped_dtype(config), device_map=str(device))
+    load.update(placed(placement_key) if placement_key is not None else {})
     if hasattr(config, "vision_config"):
         model = from_hf(AutoModelForImageTextToText, model_id, **load)
         processor = complete_geometry(from_hf(AutoProcessor, model_id), config)
@@ -169,7 +209,8 @@ class Pair:
 
     @property
     def device(self) -> torch.device:
-        return self.models.target.device
+        """Where inputs go: the target's first device (the only one unless `pair.target.device_map` split it)."""
+        return devices(self.models.target)[0]
 
     def check_fits(self, prompt: Prompt, max_new_tokens: int) -> None:
         """Refuse a prompt the target cannot decode max_new_tokens after: past its positions the output is noise
@@ -271,27 +312,52 @@ def check_same_tokenizer(target_id: str, target_tok, draft_id: str, draft_tok) -
                            "must share its target's tokenizer")
 
 
+HELD = {"target": None}  # the target whose models load_model holds
+
+
+def hold_models_of(target_id: str) -> None:
+    """Cells of one target (a sweep's datasets and methods, in Hydra's order: the pair varies slowest) reuse its
+    loaded models, dense and packed; the next target's cells drop them first, so a sweep over pairs never holds
+    two targets in (GPU) memory."""
+    if HELD["target"] not in (None, target_id):
+        load_model.cache_clear()
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    HELD["target"] = target_id
+
+
 def load_pair(pair_cfg, device: torch.device, dtype: torch.dtype | None, need_draft: bool = True,
               need_eagle: bool = False, pack: bool | None = False, block: int = 1) -> Pair:
     """The pair's target and, as asked, its draft and EAGLE-3 drafter; with `pack`, their linear layers use
     prepacked CPU weights (harness.packing). `pack` None decides per model by timing the forward it runs most
     (harness.kernels): the target's `block`-token forwards, a draft's 1-token steps."""
     kernels = {}
+    split = placement(pair_cfg.target)
+    hold_models_of(pair_cfg.target.id)
 
-    def model(role: str, model_id: str, tokens: int):
+    def model(role: str, model_id: str, tokens: int, on: torch.device):
+        if split is not None and role == "target":  # a split target keeps accelerate's dense weights
+            kernels[role] = {"packed": False, "device_map": json.loads(split)["device_map"]}
+            return load_model(model_id, dtype, on, False, split)
         if pack is not None:
             kernels[role] = {"packed": pack}
-            return load_model(model_id, dtype, device, pack)
-        dense = load_model(model_id, dtype, device, False)
-        kernels[role] = choose_packing(model_id, dense[0], tokens, device)
-        return load_model(model_id, dtype, device, True) if kernels[role]["packed"] else dense
+            return load_model(model_id, dtype, on, pack)
+        dense = load_model(model_id, dtype, on, False)
+        kernels[role] = choose_packing(model_id, dense[0], tokens, on)
+        return load_model(model_id, dtype, on, True) if kernels[role]["packed"] else dense
 
-    target, tokenizer, processor = model("target", pair_cfg.target.id, block)
+    target, tokenizer, processor = model("target", pair_cfg.target.id, block, device)
+    device = devices(target)[0]  # the draft, the drafter and the inputs sit on the target's first device
+    if split is not None:
+        kernels["target"]["devices"] = [str(d) for d in devices(target)]
     draft = eagle = None
     if need_eagle:
         if not pair_cfg.get("eagle"):
             raise HarnessError(f"pair {pair_cfg.name!r} has no EAGLE-3 drafter (pair.eagle.id), which this method needs")
-        if pack is None:  # the drafter's 1-token steps pack as the target's own 1-token forward does
+        if split is not None:
+            kernels["eagle"] = {"packed": False}
+        elif pack is None:  # the drafter's 1-token steps pack as the target's own 1-token forward does
             kernels["eagle"] = choose_packing(pair_cfg.target.id, load_model(pair_cfg.target.id, dtype, device, False)[0],
                                               1, device)
         else:
@@ -301,7 +367,7 @@ def load_pair(pair_cfg, device: torch.device, dtype: torch.dtype | None, need_dr
     if need_draft:
         if not pair_cfg.get("draft"):
             raise HarnessError(f"pair {pair_cfg.name!r} has no draft model, which this method needs")
-        draft, draft_tokenizer, _ = model("draft", pair_cfg.draft.id, 1)
+        draft, draft_tokenizer, _ = model("draft", pair_cfg.draft.id, 1, device)
         if draft.config.get_text_config().vocab_size > target.config.get_text_config().vocab_size:
             raise HarnessError(f"draft {pair_cfg.draft.id} has a larger vocabulary than target {pair_cfg.target.id}; "
                                "drafted ids must be target ids")

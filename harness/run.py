@@ -17,7 +17,7 @@ from tqdm import tqdm
 from harness import HarnessError, baseline, kernels, packing
 from harness.data import Sample, load_samples, open_images
 from harness.latency import step_costs
-from harness.models import Pair, load_model, load_pair, resolve_device, resolve_dtype
+from harness.models import Pair, load_model, load_pair, placement, resolve_device, resolve_dtype
 from harness.records import (
     BASELINE, CONFIG, ENV, RETRIED, SAMPLES, STEP_COSTS, SUMMARY, append_sample, cell_dir, cell_lock, check_identity,
     environment, load_summary, read_records, summarize, take_out, write_atomic,
@@ -111,7 +111,7 @@ def baseline_strength(cfg, pair: Pair, samples: list[Sample], settings_base: dic
             continue
     if not prompts or not settings.greedy:
         return {"skipped": "no usable prompt" if not prompts else "sampling: greedy outputs are what it compares"}
-    dense = load_model(cfg.pair.target.id, dtype, device, False)[0]  # what a user's generate() runs
+    dense = load_model(cfg.pair.target.id, dtype, device, False, placement(cfg.pair.target))[0]  # what generate() runs
     result = baseline.calibrate(pair, dense, prompts, settings)
     result["accepted_weak"] = baseline.weak(result) and bool(cfg.get("accept_weak_baseline", False))
     log.info("baseline: our ar %.2f ms/token, transformers generate() %.2f ms/token: ar vs generate %.2fx (%.2f-%.2f)",
@@ -157,6 +157,7 @@ def check_settings(cfg) -> dict:
         check_options(find(cfg.method.name), method_options(cfg))
     except ValueError as err:
         raise HarnessError(str(err)) from None
+    placement(cfg.pair.target)  # a bad device_map fails here, not at load
     return dict(max_new_tokens=cfg.max_new_tokens, temperature=float(cfg.temperature), top_p=float(cfg.top_p))
 
 

@@ -59,10 +59,23 @@ class Result:
 # --- clock -------------------------------------------------------------------------------------
 
 
-def now(device: torch.device) -> float:
-    """perf_counter after the device has finished queued work, so GPU timings are real."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+def devices(model) -> tuple[torch.device, ...]:
+    """The devices a model computes on, its first (input) device first: one, or several when a `device_map` split it
+    (`hf_device_map`; a module offloaded to "disk" computes on the CPU)."""
+    placed = getattr(model, "hf_device_map", None)
+    if not placed:
+        return (model.device,)
+    named = (torch.device("cuda", d) if isinstance(d, int) else torch.device("cpu" if d == "disk" else d)
+             for d in placed.values())
+    return tuple(dict.fromkeys(named))
+
+
+def now(*on: torch.device) -> float:
+    """perf_counter after every device in `on` has finished its queued work, so GPU timings are real (for a target
+    split over several GPUs, pass them all: `now(*devices(target))`)."""
+    for device in on:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
     return time.perf_counter()
 
 
@@ -96,8 +109,9 @@ def compact_cache(cache: DynamicCache, start: int, rows: list[int]) -> None:
     if list(rows) != list(range(len(rows))):  # a gap: move the kept rows down over it
         kept = torch.tensor(rows, device=cache.layers[0].keys.device) + start
         for layer in cache.layers:
-            layer.keys[..., start:start + len(rows), :] = layer.keys[..., kept, :]  # gathered first: no overlap
-            layer.values[..., start:start + len(rows), :] = layer.values[..., kept, :]
+            index = kept.to(layer.keys.device)  # layers of a split target sit on their own devices
+            layer.keys[..., start:start + len(rows), :] = layer.keys[..., index, :]  # gathered first: no overlap
+            layer.values[..., start:start + len(rows), :] = layer.values[..., index, :]
     crop_cache(cache, start + len(rows))
 
 
@@ -107,12 +121,15 @@ def forward(model, cache: DynamicCache, input_ids: torch.Tensor | None = None, l
     logits of the last `logits_to_keep` positions (0 = all) in float32, so that token choice does not depend
     on the model dtype's rounding of the softmax. With `layers`, returns (logits, features): the hidden states
     entering those decoder layers at every new position, concatenated [batch, n, len(layers) * d] (EAGLE-3's
-    input; read through the public `output_hidden_states`, whose entry i is the input of layer i)."""
+    input; read through the public `output_hidden_states`, whose entry i is the input of layer i). Both come back on
+    the inputs' device, also from a target split over several (its last layers' device differs)."""
     out = model(input_ids=input_ids, past_key_values=cache, use_cache=True, logits_to_keep=logits_to_keep,
                 output_hidden_states=layers is not None, **extra)
+    where = (input_ids if input_ids is not None else extra["inputs_embeds"]).device
+    logits = out.logits.float().to(where)
     if layers is None:
-        return out.logits.float()
-    return out.logits.float(), torch.cat([out.hidden_states[i] for i in layers], dim=-1)
+        return logits
+    return logits, torch.cat([out.hidden_states[i].to(where) for i in layers], dim=-1)
 
 
 # --- from logits to tokens ------------------------------------------------------------------------

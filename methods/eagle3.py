@@ -32,6 +32,8 @@ from torch import nn
 from transformers import LlamaConfig
 from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding, apply_rotary_pos_emb
 
+from methods.core import devices
+
 
 def feature_layers(num_layers: int, config: dict | None = None) -> list[int]:
     """hidden_states indices of the target features a drafter reads (hidden_states[i] enters layer i): EAGLE-3's
@@ -304,7 +306,7 @@ def load_eagle3(folder: str | Path, target, dtype=None, speculator: str | Path |
     if frequent.exists() or frequent != folder / FREQUENT:  # a named file must exist
         drafter.frequent = torch.tensor(json.loads(frequent.read_text()), dtype=torch.long)
     drafter.embed_tokens = target.get_input_embeddings()
-    return drafter.to(device=target.device, dtype=dtype or target.dtype).eval()
+    return drafter.to(device=devices(target)[0], dtype=dtype or target.dtype).eval()
 
 
 # --- which head drafts ------------------------------------------------------------------------------------------

@@ -42,7 +42,7 @@ from contextlib import contextmanager
 import torch
 from transformers import GenerationConfig, GenerationMixin
 
-from methods.core import DecodeSettings, Models, Prompt, Result, check_prompt, extend, now
+from methods.core import DecodeSettings, Models, Prompt, Result, check_prompt, devices, extend, now
 from methods.registry import method
 
 SCHEDULES = ("constant", "heuristic", "heuristic_transient")  # transformers' num_assistant_tokens_schedule values
@@ -78,7 +78,7 @@ def counted(target, draft):
 
     def after(module, args, kwargs, output):
         if rec["first_end"] is None:
-            rec["first_end"] = now(target.device)
+            rec["first_end"] = now(*devices(target))
 
     def drafted(module, args, kwargs):
         rec["draft_calls"] += 1
@@ -116,13 +116,14 @@ def hf_generate(models: Models, prompt: Prompt, settings: DecodeSettings, genera
     if draft is not None:  # transformers reads the assistant's knobs from the assistant's own config
         configs[draft] = GenerationConfig(**(assistant_knobs or {}))
     seed = int(torch.randint(2**62, (1,), generator=generator, device=generator.device)) if generator else 0
-    with torch.random.fork_rng(devices=[target.device] if target.device.type == "cuda" else []), \
+    clock = devices(target)
+    with torch.random.fork_rng(devices=[d for d in clock if d.type == "cuda"]), \
             generation_configs(configs), counted(target, draft) as rec, torch.inference_mode():
         torch.manual_seed(seed)
-        t0 = now(target.device)
+        t0 = now(*clock)
         seq = target.generate(**prompt.target, attention_mask=torch.ones_like(prompt.target["input_ids"]),
                               assistant_model=draft)
-        t2 = now(target.device)
+        t2 = now(*clock)
     out: list[int] = []
     extend(out, seq[0, n_prompt:].tolist(), settings)
     accepted, drafted = blocks(rec["calls"], n_prompt, seq.shape[1])

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from methods.core import (
-    DecodeSettings, Models, Prompt, Result, cache_len, check_prompt, compact_cache, extend, forward, new_cache,
+    DecodeSettings, Models, Prompt, Result, cache_len, check_prompt, compact_cache, devices, extend, forward, new_cache,
     next_token, now, sample,
 )
 from methods.drafting import Drafter, Verdict
@@ -74,8 +74,8 @@ def speculate(models: Models, prompt: Prompt, settings: DecodeSettings, generato
     if top_k and (top_k < 1 or total_tokens < 2):
         raise ValueError(f"dynamic tree needs top_k >= 1, depth >= 1, total_tokens >= 2; got {top_k}, {gamma}, {total_tokens}")
     check_prompt(prompt)
-    target, device = models.target, models.target.device
-    t0 = now(device)
+    target, device, clock = models.target, models.target.device, devices(models.target)  # drafters sit on `device`
+    t0 = now(*clock)
     tcache = new_cache(target)
     logits, feats = target_forward(target, tcache, drafter.layers, logits_to_keep=1, **prompt.target)
     first = next_token(logits[:, -1], settings, generator)
@@ -83,7 +83,7 @@ def speculate(models: Models, prompt: Prompt, settings: DecodeSettings, generato
     t_prompt = cache_len(tcache)  # may exceed the input length (image tokens expanded by the model)
     out: list[int] = []
     done = extend(out, [int(first)], settings)
-    t1 = now(device)
+    t1 = now(*clock)
 
     stats = dict(target_calls=1, draft_calls=drafter.calls_per_step, accepted=[], drafted=[])
     while not done:
@@ -114,7 +114,7 @@ def speculate(models: Models, prompt: Prompt, settings: DecodeSettings, generato
         stats["accepted"].append(len(path))
         stats["drafted"].append(tree.drafted)
         done = extend(out, [tree.tokens[j] for j in path] + [nxt], settings)
-    t2 = now(device)
+    t2 = now(*clock)
     stats.update(drafter.stats())
     stats.update(prefill_s=t1 - t0, decode_s=t2 - t1, caption_s=drafter.caption_s)
     return Result([out], stats)

@@ -60,6 +60,9 @@ PAIRS = {
                                [m for m in LLAVA_METHODS if m != "hf_assisted"]),  # its vocabulary is not padded
     "llava-1.5-13b__lvlm68m": ({"target": "llava-legacy", "draft": "lvlm68m", "captioner": "florence2"}, LLAVA_METHODS),
     "llama-3.1-8b__eagle3": ({"target": "llama3.1", "eagle": "llama3.1-eagle3"}, EAGLE_METHODS),
+    # Llama-3.3-70B is Llama-3.1's architecture and tokenizer, larger; its pair's device_map: auto runs for real here
+    # (accelerate places the replica on the CPU, the only device)
+    "llama-3.3-70b__eagle3": ({"target": "llama3.1", "eagle": "llama3.1-eagle3"}, EAGLE_METHODS[:2]),
     "qwen3-8b__eagle3": ({"target": "qwen3", "eagle": "qwen3-eagle3"}, EAGLE_METHODS),
     "vicuna-13b__eagle3": ({"target": "vicuna", "eagle": "vicuna-eagle3"}, EAGLE_METHODS),
 }
@@ -126,6 +129,8 @@ def test_eagle_pairs_run_every_method_losslessly(pair, replicas, tmp_path):
     # method=eagle drafts with the checkpoint's own trained head (Vicuna's covers all 32000 ids), not the target's
     assert {r["head"] for r in records["eagle"]} == {"reduced"}
     assert {r["head"] for r in records["grid/eagle_full"]} == {"full"}
+    placed = {json.loads(env.read_text())["kernels"]["target"].get("device_map") for env in tmp_path.rglob("env.json")}
+    assert placed == {"auto" if pair == "llama-3.3-70b__eagle3" else None}  # the split target's cells say so
 
 
 def test_a_specforge_drafter_reads_the_layers_its_config_names(replicas, tmp_path):
@@ -225,7 +230,7 @@ def test_a_tokenizer_without_a_chat_template_needs_a_named_format(replicas, tmp_
     assert text == f"<s> {VICUNA_SYSTEM} USER: Hi ASSISTANT: Hello.</s>USER: Bye ASSISTANT:"
 
 
-@pytest.mark.parametrize("pair", [p for p in PAIRS if not p.startswith("llava")])
+@pytest.mark.parametrize("pair", ["llama-3.1-8b__eagle3", "qwen3-8b__eagle3", "vicuna-13b__eagle3"])  # 3.3: 3.1's replica
 def test_official_checkpoints_get_frspec_and_specvocab_from_the_projects_tools(pair, replicas, tmp_path):
     """An official EAGLE-3 checkpoint has no speculator and no frequency list: the error names the tool that makes
     each, and with their outputs (pair.eagle.speculator / frequent_tokens) SpecVocab and FR-Spec run losslessly."""
