@@ -25,9 +25,10 @@ from typing import NamedTuple, Protocol
 
 from tqdm import tqdm
 
-from harness import PROJECT_ROOT, HarnessError
+from harness import HarnessError
 from harness.data import SECOND_TURN_TEXT, dataset_config, hub_ids
 from harness.hub import embedded_name, hub_endpoint, hub_offline, hub_reachable, is_local, unreachable
+from harness.sweeps import job_configs
 
 # Weights as transformers looks for them, safetensors first (one file, or an index and its shards).
 WEIGHTS = (re.compile(r"model(-\d+-of-\d+)?\.safetensors|model\.safetensors\.index\.json"),
@@ -138,23 +139,6 @@ class Artefact:
     def size(self, paths=None) -> int | None:
         sizes = [self.files[p] for p in (self.files if paths is None else paths)]
         return None if None in sizes else sum(sizes)
-
-
-def compose_jobs(sweep: str | None, overrides: list[str]) -> list:
-    """Each job's config as `python -m harness -m [+sweep=NAME] OVERRIDES` composes it: the preset's sweeper
-    params, then the command line, expanded as Hydra's basic sweeper does (report.sweep_jobs)."""
-    import methods  # noqa: F401 - registers the method schemas the method configs extend
-    from hydra import compose, initialize_config_dir
-
-    from harness.report import sweep_jobs
-
-    preset = [f"+sweep={sweep}"] if sweep else []
-    task = preset + [o for o in overrides if not o.lstrip("+~").startswith("hydra")]
-    with initialize_config_dir(str(PROJECT_ROOT / "conf"), version_base="1.3"):
-        params = compose("config", overrides=preset, return_hydra_config=True).hydra.sweeper.get("params") or {}
-        jobs = sweep_jobs([f"{k}={v}" for k, v in params.items()] + task)
-        return [compose("config", overrides=job) for job in tqdm(jobs, desc="composing jobs", leave=False,
-                                                                  disable=len(jobs) < 20)]
 
 
 def job_needs(cfg, every_model: bool) -> list[Artefact]:
@@ -450,7 +434,7 @@ def main(argv: list[str] | None = None, hub: Hub | None = None) -> int:
     overrides += args.overrides
     every_model = not args.sweep and not any(o.lstrip("+~").split("=")[0] == "method" for o in overrides)
     try:
-        arts = collect(compose_jobs(args.sweep, overrides), every_model)
+        arts = collect(job_configs(args.sweep, overrides), every_model)
     except Exception as err:  # noqa: BLE001 - a bad name or override: Hydra's message (or ours) says which
         print(f"error: {err if isinstance(err, HarnessError) else f'{type(err).__name__}: {err}'}", file=sys.stderr)
         return 2

@@ -15,7 +15,8 @@ import pytest
 from huggingface_hub import metadata_load
 from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 
-from harness.fetch import Listing, collect, compose_jobs, human, main
+from harness.fetch import Listing, collect, human, main
+from harness.sweeps import job_configs
 from tests.conftest import ROOT
 
 TARGET, DRAFT = "llava-hf/llava-1.5-7b-hf", "mjbooo/lvlm68m"
@@ -121,7 +122,7 @@ def row(out: str, name: str) -> list[str]:
 
 
 def test_tabed_table1_lists_its_target_draft_and_the_11_datasets_hub_sources():
-    arts = collect(compose_jobs("tabed_table1", []), every_model=False)
+    arts = collect(job_configs("tabed_table1", []), every_model=False)
     models = {a.ids[0]: a.roles for a in arts if a.kind == "model"}
     assert models == {TARGET: {"target"}, DRAFT: {"draft"}}  # no mode-C cell: Florence-2 is not fetched
     datasets = {(a.ids[0], a.config) for a in arts if a.kind == "dataset"}
@@ -150,11 +151,11 @@ def test_what_a_job_reads(sweep, overrides, expected):
     """Bundled and embedded need nothing, a method loads only what it needs, the caption mode its captioner, a
     second turn from nq its questions."""
     every_model = not any(o.startswith("method=") for o in overrides)
-    assert {a.ids[0] for a in collect(compose_jobs(sweep, overrides), every_model)} == expected
+    assert {a.ids[0] for a in collect(job_configs(sweep, overrides), every_model)} == expected
 
 
 def test_only_a_pair_fetches_all_its_models():
-    arts = collect(compose_jobs(None, ["pair=llava-1.5-7b__lvlm68m"]), every_model=True)
+    arts = collect(job_configs(None, ["pair=llava-1.5-7b__lvlm68m"]), every_model=True)
     assert {a.ids[0]: a.roles for a in arts} == {TARGET: {"target"}, DRAFT: {"draft"},
                                                    "florence-community/Florence-2-large-ft": {"captioner"}}
 

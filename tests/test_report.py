@@ -8,8 +8,9 @@ import yaml
 from harness.records import metrics, position_acceptance, read_records, speedups
 from harness.records import summarize as summary_json
 from harness.report import (
-    CELL_KEYS, display_names, eagle, load, main, report, robust, second_turn, status, summarize, sweep_jobs, table1,
+    CELL_KEYS, display_names, eagle, load, main, report, robust, second_turn, status, summarize, table1,
 )
+from harness.sweeps import sweep_jobs
 
 
 def write_cell(root, method, tag, rows, temperature=0.0, dataset="d1", group="benchmark", source="bundled",
