@@ -7,7 +7,8 @@ QUICK ?= dataset=zoo-eval
 
 RESULTS ?= results/$(RUN)
 
-.PHONY: setup run test bench bench-gpu figures status zoo zoo-reduced zoo-vlm clean
+.PHONY: setup run test bench bench-gpu figures status fetch reproduce-tabed reproduce-eagle3 reproduce-specvocab zoo \
+        zoo-reduced zoo-vlm clean
 
 setup: $(VENV)/.installed
 
@@ -32,6 +33,23 @@ figures: setup   # report tables + paper-style figures for RESULTS (default resu
 
 status: setup    # done / partial / failed / missing cells of RESULTS
 	$(PY) -m harness.report --status $(RESULTS)
+
+# A paper's tables on a GPU box with hub access: plan, fetch, probe + time estimate, sweeps, report with the
+# paper's claims, figures, into results/reproduce-PAPER. PAIR= replaces the paper's pairs (PAIR=tiny-llava on a
+# CPU); ARGS= adds Hydra overrides for every sweep (ARGS="n_samples=4 dataset=pope,nq").
+REPRODUCE = $(PY) -m harness.reproduce $(1) $(if $(PAIR),--pair $(PAIR)) $(ARGS)
+
+reproduce-tabed: setup
+	$(call REPRODUCE,tabed)
+
+reproduce-eagle3: setup
+	$(call REPRODUCE,eagle3)
+
+reproduce-specvocab: setup
+	$(call REPRODUCE,specvocab)
+
+fetch: setup     # download what SWEEP (a conf/sweep preset) needs into the HF cache; DRY=1 lists what is cached
+	$(PY) -m harness.fetch --sweep $(SWEEP) $(if $(DRY),--dry-run) $(ARGS)
 
 zoo: setup       # rebuild the text zoo from scratch: smol-draft, then smol-eagle3 (+ SpecVocab speculator)
 	$(PY) -m harness.train.draft
