@@ -321,8 +321,8 @@ def hold_models_of(target_id: str) -> None:
     two targets in (GPU) memory."""
     if HELD["target"] not in (None, target_id):
         load_model.cache_clear()
-        gc.collect()
-        if torch.cuda.is_available():
+        if torch.cuda.is_available():  # GPU memory comes back only once the cycles holding it are collected
+            gc.collect()
             torch.cuda.empty_cache()
     HELD["target"] = target_id
 
