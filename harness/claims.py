@@ -27,6 +27,7 @@ import pandas as pd
 import yaml
 
 from harness import PROJECT_ROOT, HarnessError
+from harness.data import BENCHMARK_SOURCES
 from harness.records import CONFIG, ENV, SUMMARY, metrics
 
 CLAIMS = PROJECT_ROOT / "conf" / "claims"
@@ -202,7 +203,8 @@ def check_data(claim: Claim, rows) -> list[tuple[str, str]]:
     sources = rows.groupby("source").dataset.agg(lambda d: sorted(set(d)))
     reasons = [("unfinished", f"unfinished cells (no summary.json): {listed(sources['unfinished'])}")] \
         if "unfinished" in sources else []
-    wrong = {s: d for s, d in sources.items() if s not in (claim.data_source, "unfinished")}
+    own = BENCHMARK_SOURCES if claim.data_source == "hub" else (claim.data_source,)  # a package's copy is the hub's
+    wrong = {s: d for s, d in sources.items() if s not in (*own, "unfinished")}
     if wrong:
         reasons.append(("data", f"data {spread(wrong)}, not {claim.data_source}"))
     return reasons

