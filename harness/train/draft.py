@@ -11,7 +11,7 @@ Stages (each resumable; intermediate files under `<cache_root>/smol-draft/`, key
   2. vocab     the draft's output vocabulary: the N most frequent tokens of those answers, EOS always in.
   3. train     soft cross-entropy against the target's top-k distribution restricted to the draft vocabulary
                (= forward KL up to a constant), on answer positions only; AdamW, cosine schedule, bf16
-               autocast; a checkpoint every `--ckpt-every` steps.
+               autocast where the CPU has native bf16 (common.half_dtype); a checkpoint every `--ckpt-every` steps.
   4. export    fp16 safetensors + config.json into `--out`.
   5. eval      (unless --no-eval) block efficiency tau of `sd` (gamma 5, greedy) on held-out prompts and the
                measured draft-step / target-step cost, written to `--out`/build.json.
@@ -30,7 +30,8 @@ from tqdm import tqdm
 from transformers import AutoTokenizer
 
 from harness import PROJECT_ROOT
-from harness.train.common import atomic_save, compare_with_ar, digest, greedy_topk, read_jsonl, resume, write_build
+from harness.train.common import (atomic_save, autocast, compare_with_ar, digest, greedy_topk, read_jsonl, resume,
+                                   write_build)
 from harness.zoo import smol_draft, smollm2
 from harness.zoo.smol_draft import DEFAULT_CONFIG, SmolDraft
 
@@ -177,7 +178,7 @@ def stage_train(args, work: Path, data: list[dict], vocab: torch.Tensor, cfg: di
 
     def evaluate():
         model.eval()
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.no_grad(), autocast():
             out = [loss_fn(model, make_batch(val[i : i + args.batch], to_draft, cfg["eos_token_id"]))
                    for i in range(0, len(val), args.batch)]
         model.train()
@@ -189,7 +190,7 @@ def stage_train(args, work: Path, data: list[dict], vocab: torch.Tensor, cfg: di
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
         batch = make_batch(rng.sample(train, min(args.batch, len(train))), to_draft, cfg["eos_token_id"])
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with autocast():
             loss, agree = loss_fn(model, batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -36,7 +36,7 @@ from tqdm import tqdm
 from transformers import LlamaConfig
 
 from harness.train import draft
-from harness.train.common import atomic_save, compare_with_ar, digest, read_jsonl, write_build
+from harness.train.common import atomic_save, autocast, compare_with_ar, digest, read_jsonl, write_build
 from harness.train.frspec import frequency_order
 from harness.zoo import WEIGHTS, smollm2
 from methods.eagle3 import FREQUENT, INDEX, Eagle3, VocabSpeculator, feature_layers
@@ -278,7 +278,7 @@ def train(eagle: Eagle3, target, items: list[dict], head: str, vocab_ids: torch.
     while step < steps:
         for g in opt.param_groups:
             g["lr"] = lr * min(1.0, (step + 1) / warmup) * (0.1 + 0.45 * (1 + math.cos(math.pi * step / steps)))
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with autocast():
             loss, agree = ttt_loss(eagle, make_batch(rng.sample(items, min(batch, len(items))), scale), ttt,
                                    weight, to_head, speculator, loss_frac=loss_frac, noise=noise)
         opt.zero_grad(set_to_none=True)

@@ -15,8 +15,8 @@ Stages (each resumable; intermediate files under `<cache_root>/tiny-llava/`, key
               image tokens start out reading like words. Without it the tower learned nothing useful: its
               features grew to 50x the embedding norm and the answers ignored the image.
   4. target   LLaVA recipe: the projector (and, at a tenth of the rate, the tower) learn, SmolLM2 stays frozen;
-              cross-entropy on the answer tokens (and the closing <|im_end|>), bf16 autocast, the shared
-              system-prompt prefix computed once.
+              cross-entropy on the answer tokens (and the closing <|im_end|>), bf16 autocast where the CPU
+              has native bf16 (else float32: common.half_dtype), the shared system-prompt prefix computed once.
   5. answers  the trained target answers the draft's image samples greedily; its top-k log-probabilities at
               every answer token are kept as soft labels.
   6. draft    a small Llama + its own projector (vision tower copied from the target, frozen), distilled on the
@@ -44,7 +44,7 @@ from transformers import DynamicCache
 
 from harness import scenes
 from harness.train import vlm_data
-from harness.train.common import atomic_save, digest, greedy_topk, resume, write_build
+from harness.train.common import atomic_save, autocast, digest, greedy_topk, half_dtype, resume, write_build
 from harness.zoo import smollm2, tiny_llava
 from harness.zoo.tiny_llava import IMAGE_TOKENS
 
@@ -199,7 +199,7 @@ def shared_prefix_cache(model, prefix: list[int], batch: int) -> DynamicCache:
     nothing before the images is trainable)."""
     key = (tuple(prefix), batch)
     if getattr(model, "_prefix_key", None) != key:
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.no_grad(), autocast():
             one = DynamicCache(config=model.config.text_config)
             model.model.language_model(input_ids=torch.tensor([prefix]), past_key_values=one, use_cache=True)
         model._prefix_layers = [(l.keys, l.values) for l in one.layers]
@@ -228,7 +228,7 @@ def target_batch(enc: Encoder, rows: list[dict], skip: int):
 def target_loss(model, enc: Encoder, rows: list[dict], prefix: list[int]):
     ids, pixels, pos, labels = target_batch(enc, rows, len(prefix))
     cache = shared_prefix_cache(model, prefix, len(rows))
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with autocast():
         h = model.model(input_ids=ids, pixel_values=pixels if len(pixels) else None, past_key_values=cache,
                         use_cache=True).last_hidden_state
         logits = model.lm_head(h.flatten(0, 1)[pos]).float()
@@ -308,7 +308,7 @@ def stage_target(args, work: Path, enc: Encoder, samples: list[dict], text: dict
     torch.manual_seed(args.seed)
     model = tiny_llava.build_target(torch.float32, args.vision)
     report = {"vision": stage_vision(args, work, enc, model)}
-    model.model.language_model.to(torch.bfloat16)  # frozen: bf16 weights are all autocast needs
+    model.model.language_model.to(half_dtype())  # frozen: weights in the autocast dtype
     tower = [p for p in model.model.vision_tower.parameters() if p.requires_grad]
     projector = [p for p in model.model.multi_modal_projector.parameters() if p.requires_grad]
     prefix = enc.prefix
@@ -385,7 +385,7 @@ def draft_loss(draft, enc: Encoder, views: list[tuple[dict, str]]):
         t_ids.append(r["top_ids"].long())
         t_lp.append(r["top_lp"].float())
     pos, t_ids, t_lp = torch.cat(pos), torch.cat(t_ids), torch.cat(t_lp)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with autocast():
         h = draft.model.language_model(inputs_embeds=x).last_hidden_state
         logq = torch.log_softmax(draft.lm_head(h.flatten(0, 1)[pos]).float(), dim=-1)
     p = torch.softmax(t_lp, dim=-1)
@@ -578,9 +578,9 @@ def main(argv=None):
     text_samples = [s for s in train + draft_set if s["kind"] in ("text", "text_image")]
 
     def smol():
-        return tiny_llava.build_target(torch.bfloat16).eval()
+        return tiny_llava.build_target(half_dtype()).eval()
 
-    text = generate_all(smol, enc, text_samples, work / f"text-{digest(args.seed, args.n_target, args.n_draft, args.draft_text_share, args.text_max_new, args.topk)}",
+    text = generate_all(smol, enc, text_samples, work / f"text-{digest(half_dtype(), args.seed, args.n_target, args.n_draft, args.draft_text_share, args.text_max_new, args.topk)}",
                         "[2/7 text] SmolLM2 answers", args.text_max_new, args.topk, args.gen_batch, use_images=False)
     times["text_s"] = time.time() - t
     if args.until == "text":
@@ -595,11 +595,11 @@ def main(argv=None):
 
     t = time.time()
     image_samples = [s for s in draft_set if s["images"]]
-    key = digest(sorted(tiny_llava.target_parts(target).items())[0][1].sum().item(), args.seed, args.n_draft,
+    key = digest(half_dtype(), sorted(tiny_llava.target_parts(target).items())[0][1].sum().item(), args.seed, args.n_draft,
                  args.answer_max_new, args.topk, args.draft_text_share)
 
     def trained():
-        return tiny_llava.load_target(torch.bfloat16, out)[0]
+        return tiny_llava.load_target(half_dtype(), out)[0]
 
     answers = generate_all(trained, enc, image_samples, work / f"answers-{key}", "[5/7 answers] target answers",
                            args.answer_max_new, args.topk, args.gen_batch)
