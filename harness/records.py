@@ -36,8 +36,17 @@ RETRIED = "samples.retried.jsonl"  # failed attempts taken out to be decoded aga
 STEP_COSTS = "step_costs.json"  # a method cell's draft and verify step latencies (harness.latency)
 BASELINE = "baseline.json"  # an ar cell's calibration against transformers' generate() (harness.baseline)
 # Settings that define a cell's numbers: a rerun into the same directory must agree on all of them.
-IDENTITY_KEYS = ("method", "pair", "dataset", "max_new_tokens", "temperature", "top_p", "seed", "warmup", "dtype",
+IDENTITY_KEYS = ("backend", "method", "pair", "dataset", "max_new_tokens", "temperature", "top_p", "seed", "warmup", "dtype",
                  "pack_weights", "reuse_first_turn")
+
+
+def backend_tag(backend) -> str:
+    """How a cell's directory and report rows name its backend: "" for our own loops (hf), else the engine and
+    its concurrency when above 1 (`vllm`, `vllm-c8`)."""
+    if backend is None or backend.get("name", "hf") == "hf":
+        return ""
+    c = backend.get("concurrency") or 1
+    return backend["name"] + (f"-c{c}" if c > 1 else "")
 
 
 def cell_dir(cfg) -> Path:
@@ -45,6 +54,8 @@ def cell_dir(cfg) -> Path:
     if not root.is_absolute():
         root = Path.cwd() / root
     tag = cfg.method.tag
+    if backend_tag(cfg.get("backend")):  # one cell per backend: `sd_M_g5_w1@vllm` beside `sd_M_g5_w1`
+        tag += "@" + backend_tag(cfg.backend)
     if (cfg.dataset.get("num_shards") or 1) > 1:  # shards of one cell never share a directory; the report merges them
         tag += f"_shard{cfg.dataset.get('shard') or 0}of{cfg.dataset.num_shards}"
     return root / cfg.run_name / cfg.pair.name / cfg.dataset.name / tag
@@ -70,10 +81,21 @@ def check_identity(cell: Path, resolved: dict) -> None:
     from omegaconf import OmegaConf
 
     stored = OmegaConf.to_container(OmegaConf.load(stored_file), resolve=True)
-    diff = [k for k in IDENTITY_KEYS if stored.get(k) != resolved.get(k)]
+    stored.setdefault("backend", {"name": "hf"})  # cells from before backends were a choice
+    diff = [k for k in IDENTITY_KEYS if identity(stored, k) != identity(resolved, k)]
     if diff:
         raise HarnessError(f"{cell} holds results made with different settings ({', '.join(diff)} differ). "
                            f"Use another run_name=..., or delete that directory to start over.")
+
+
+OPERATIONAL = ("env", "startup_timeout_s", "request_timeout_s")  # backend keys that do not change the numbers
+
+
+def identity(cfg: dict, key: str):
+    value = cfg.get(key)
+    if key == "backend" and isinstance(value, dict):
+        return {k: v for k, v in value.items() if k not in OPERATIONAL}
+    return value
 
 
 def _version(pkg: str) -> str | None:
@@ -231,8 +253,9 @@ def metrics(records, paired: bool = False) -> dict:
     ar's record of the same sample and turn) each record may carry `ar_wall_s` and `ar_output_ids` (NaN/None:
     no ar twin) and `temperature`, which add n_paired, speedup (ratio of total walltimes over the paired
     records), speedup_mean (mean of per-record ratios), their 95% bootstrap intervals (_lo, _hi) and lossless
-    (every paired greedy output equals ar's; "n/a" under sampling or without twins). summary.json, written by
-    the run before any pairing, has the others only."""
+    (every paired greedy output equals ar's; "n/a" under sampling or without twins), and for a serving engine's
+    records agrees_with_hf (engine_agreement). summary.json, written by the run before any pairing, has the
+    others only."""
     records = list(records)
     ok = [r for r in records if r["status"] == "ok"]
     accepted = [a for r in ok for a in (r.get("accepted") or [])]
@@ -257,8 +280,15 @@ def metrics(records, paired: bool = False) -> dict:
             lossless = all(list(r["output_ids"]) == list(r["ar_output_ids"]) for r in twins)
         out.update(n_paired=len(twins), **speedups(np.array([r["ar_wall_s"] for r in twins], float),
                                                    np.array([walltime(r) for r in twins], float)),
-                   lossless=lossless)
+                   lossless=lossless, agrees_with_hf=engine_agreement(ok))
     return out
+
+
+def engine_agreement(ok: list[dict]) -> float:
+    """Share of a serving engine's greedy records whose output equals our own (hf) ar's for the same sample and
+    turn (`hf_ar_output_ids`, set by the report); NaN without such twins or under sampling."""
+    twins = [r for r in ok if isinstance(r.get("hf_ar_output_ids"), list) and r.get("temperature") == 0]
+    return _div(sum(list(r["output_ids"]) == r["hf_ar_output_ids"] for r in twins), len(twins))
 
 
 def summarize(records: list[dict], extra: dict) -> dict:

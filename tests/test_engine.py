@@ -1,0 +1,185 @@
+"""backend=vllm: real vLLM servers (from .venv-vllm, `make setup-vllm`) on the embedded pair, and the mapping of our
+methods onto vLLM's speculative configs. The server tests start real servers; nothing here mocks vLLM."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from harness import HarnessError
+from harness.engine import engine_python, speculative_config, target_calls
+from harness.records import backend_tag, cell_dir, check_identity
+from tests.conftest import ROOT, harness_cli
+
+CONF = ROOT / "conf"
+PAIR = "pair=smollm2-135m__smol-llama-draft"
+VLLM = ROOT / ".venv-vllm" / "bin" / "python"
+needs_vllm = pytest.mark.skipif(not VLLM.exists(), reason="vLLM's environment is missing: make setup-vllm")
+FAST = ["dataset=zoo-eval", "n_samples=2", "max_new_tokens=24", "warmup=1", "progress=false",
+        "backend.enforce_eager=true"]  # eager: a server starts in ~30 s instead of ~90 s of graph compilation
+
+
+def cfg(*overrides: str):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("config", overrides=["backend=vllm", PAIR, *overrides])
+
+
+def test_methods_map_onto_vllms_speculative_configs():
+    assert speculative_config(cfg("method=ar").method, cfg().pair) is None
+    sd = speculative_config(cfg("method=sd", "method.gamma=3").method, cfg().pair)
+    assert sd["method"] == "draft_model" and sd["num_speculative_tokens"] == 3 and Path(sd["model"]).is_dir()
+    eagle = speculative_config(cfg("method=eagle").method, cfg().pair)
+    assert eagle["method"] == "eagle3" and eagle["model"].endswith("smol-eagle3-r8192")
+    pld = speculative_config(cfg("method=hf_pld").method, cfg().pair)
+    assert pld == {"method": "ngram", "num_speculative_tokens": 5, "prompt_lookup_max": 2, "prompt_lookup_min": 1}
+
+
+@pytest.mark.parametrize("overrides, says", [
+    (["method=tabed"], "method 'tabed' cannot run on backend=vllm"),
+    (["method=specvocab"], "method 'specvocab' cannot run on backend=vllm"),
+    (["method=sd", "method.tree_width=2"], "method.tree_width=2 has no vLLM equivalent"),
+    (["method=sd", "method.confidence=0.4"], "method.confidence=0.4 has no vLLM equivalent"),
+    (["method=eagle", "method.top_k=8"], "method.top_k=8 has no vLLM equivalent"),
+    (["method=eagle", "method.head=full"], "method.head='full' has no vLLM equivalent"),
+])
+def test_a_method_vllm_cannot_run_fails_with_one_line(overrides, says):
+    c = cfg(*overrides)
+    with pytest.raises(HarnessError, match=re.escape(says)):
+        speculative_config(c.method, c.pair)
+
+
+def test_the_cli_refuses_such_a_method_before_anything_loads(tmp_path):
+    started = time.monotonic()
+    proc = harness_cli("backend=vllm", "method=tabed", PAIR, "dataset=zoo-eval", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "cannot run on backend=vllm" in proc.stderr and "ar, sd, eagle, hf_pld" in proc.stderr
+    assert not list((tmp_path / "results").glob("[!.]*")) and time.monotonic() - started < 60  # no cell made
+
+
+def test_a_missing_engine_environment_says_how_to_make_it(tmp_path):
+    with pytest.raises(HarnessError, match="make setup-vllm"):
+        engine_python(OmegaConf.create({"env": str(tmp_path / "nothing")}))
+
+
+def test_target_calls_count_the_prefill_each_step_and_each_step_without_drafts():
+    assert target_calls(10, []) == 10  # ar: one forward per token
+    assert target_calls(9, [3, 3]) == 3  # prefill + 2 steps of 3 accepted drafts + a bonus token each
+    assert target_calls(12, [3, 3]) == 6  # ... and 3 more steps in which nothing was drafted
+    assert target_calls(32, [2, 0, 2, 5, 5, 3, 0, 0, 0, 2, 3]) == 12  # the last step crosses max_new_tokens
+    assert target_calls(10, [1]) == 9  # one drafting step, 7 steps where the n-gram drafter found nothing
+    assert target_calls(0, []) == 0
+
+
+def test_backend_is_part_of_a_cells_identity(tmp_path):
+    hf = cfg("backend=hf", f"output_root={tmp_path}")
+    vllm = cfg(f"output_root={tmp_path}", "backend.concurrency=4")
+    assert backend_tag(hf.backend) == "" and backend_tag(vllm.backend) == "vllm-c4"
+    assert cell_dir(hf).name == "ar" and cell_dir(vllm).name == "ar@vllm-c4"
+    cell = tmp_path / "old"  # a cell from before backends were a choice is an hf cell
+    cell.mkdir()
+    old = OmegaConf.to_container(hf, resolve=True)
+    del old["backend"]
+    (cell / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(old)))
+    check_identity(cell, OmegaConf.to_container(hf, resolve=True))
+    with pytest.raises(HarnessError, match="backend"):
+        check_identity(cell, OmegaConf.to_container(vllm, resolve=True))
+
+
+# --- real servers ---------------------------------------------------------------------------------------------
+
+
+def server_ports(cell: Path) -> list[int]:
+    """The ports of the servers a cell started (engine.log heads each start with its command line)."""
+    log = (cell / "engine.log").read_text()
+    return [int(m) for m in re.findall(r"^=== .* --port (\d+)", log, re.M)]
+
+
+def serving(port: int) -> list[int]:
+    """Pids of live processes whose command line is a vLLM server on `port`."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"vllm.entrypoints.openai.api_server" in argv and f"{port}".encode() in argv:
+            pids.append(int(proc.name))
+    return pids
+
+
+def records(cell: Path) -> list[dict]:
+    return [json.loads(line) for line in (cell / "samples.jsonl").read_text().splitlines()]
+
+
+@needs_vllm
+def test_vllm_cells_are_lossless_agree_with_our_loops_and_stop_their_servers(tmp_path):
+    sweep = harness_cli("-m", "backend=vllm", "method=ar,sd,eagle", PAIR, "run_name=eng", *FAST, cwd=tmp_path,
+                        timeout=900)
+    assert sweep.returncode == 0, sweep.stderr[-3000:]
+    ours = harness_cli("method=ar", PAIR, "run_name=eng", "baseline_check=false", *FAST[:-1], cwd=tmp_path)
+    assert ours.returncode == 0, ours.stderr[-3000:]
+    run = tmp_path / "results" / "eng" / "smollm2-135m__smol-llama-draft" / "zoo-eval"
+    for tag, method in (("ar@vllm", None), ("sd_M_g5_w1@vllm", "draft_model"),
+                        ("eagle_checkpoint0_g5_w1_k0t60@vllm", "eagle3")):
+        cell = run / tag
+        env = json.loads((cell / "env.json").read_text())
+        assert env["engine"]["version"] == "0.32.0"
+        assert (env["engine"]["speculative_config"] or {}).get("method") == method
+        recs = records(cell)
+        assert len(recs) == 2 and all(r["status"] == "ok" and r["prefill_s"] > 0 and r["decode_s"] > 0 for r in recs)
+        if method:
+            assert all(len(r["accepted"]) == len(r["drafted"]) > 0 for r in recs)
+            assert all(r["target_calls"] < r["new_tokens"] for r in recs)  # speculation saved target forwards
+        assert all(not serving(port) for port in server_ports(cell)), "a server outlived its cell"
+
+    report = harness_cli(str(tmp_path / "results" / "eng"), cwd=tmp_path, module="harness.report")
+    assert report.returncode == 0, report.stderr
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[1:-1]]
+            for line in report.stdout.splitlines() if line.startswith("| ")}
+    header = rows["method"]
+    for name in ("ar@vllm", "sd@vllm", "eagle@vllm"):
+        row = dict(zip(header, rows[name]))
+        assert row["lossless"] == "True", row  # against vLLM's own ar
+        assert float(row["agrees_with_hf"]) == 1.0, row  # and token for token with our transformers ar
+    assert float(dict(zip(header, rows["sd@vllm"]))["tau"]) > 1.3
+
+
+@needs_vllm
+def test_a_terminated_run_stops_its_server(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    args = [sys.executable, "-m", "harness", "backend=vllm", "method=ar", PAIR, "run_name=kill", "dataset=zoo-eval",
+            "n_samples=6", "max_new_tokens=64", "warmup=0", "progress=false", "backend.enforce_eager=true"]
+    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cell = tmp_path / "results" / "kill" / "smollm2-135m__smol-llama-draft" / "zoo-eval" / "ar@vllm"
+    deadline = time.monotonic() + 300
+    while not ((cell / "samples.jsonl").exists() and (cell / "samples.jsonl").read_text().strip()):
+        assert proc.poll() is None and time.monotonic() < deadline, "the run ended before decoding a sample"
+        time.sleep(0.5)
+    port = server_ports(cell)[0]
+    assert serving(port)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(60) != 0
+    deadline = time.monotonic() + 60
+    while serving(port) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not serving(port), "SIGTERM to the harness left its vLLM server running"
+    assert 1 <= len(records(cell)) < 6 and not (cell / "summary.json").exists()  # resumes as any cell does
+
+
+@needs_vllm
+def test_a_server_that_cannot_start_fails_the_cell_with_its_log(tmp_path):
+    proc = harness_cli("backend=vllm", "method=ar", PAIR, "run_name=bad", *FAST,
+                       "backend.extra_args=[--no-such-flag]", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "the vLLM server exited with code" in proc.stderr and "no-such-flag" in proc.stderr
+    cell = tmp_path / "results" / "bad" / "smollm2-135m__smol-llama-draft" / "zoo-eval" / "ar@vllm"
+    assert not serving(server_ports(cell)[0]) and not (cell / "summary.json").exists()
