@@ -323,6 +323,36 @@ def claims_figure(table: pd.DataFrame):
     return fig
 
 
+def concurrency_figure(df):
+    """A serving engine's cells at several concurrencies (backend.concurrency): output throughput per method, and
+    its ratio to the engine's ar at the same concurrency (the speedup users see shrink as batches fill up)."""
+    engine = df[df.backend != "hf"].assign(base=lambda d: d.method.str.partition("@")[0] + "@" +
+                                           d.backend.str.replace(r"-c\d+$", "", regex=True))
+    if engine.concurrency.nunique() < 2:
+        return None
+    s = summarize(engine, ["pair", "dataset", "base", "concurrency"]).rename(columns={"base": "method"})
+    s = s.merge(s[s.method.str.startswith("ar@")][["pair", "dataset", "concurrency", "throughput_tokens_per_s"]]
+                .rename(columns={"throughput_tokens_per_s": "ar_throughput"}), on=["pair", "dataset", "concurrency"])
+    s = s.assign(ratio=s.throughput_tokens_per_s / s.ar_throughput)
+    fig = Figure(figsize=(PAGE, 2.3))
+    left, right = fig.subplots(1, 2)
+    cmap, marks, names = colours(s.method), markers(s.method), method_names(df)
+    for (pair, dataset, method), g in s.groupby(["pair", "dataset", "method"]):
+        g = g.sort_values("concurrency")
+        label = names.get(method, method)  # the concurrency-1 cell's display name (sd@vllm)
+        label += "" if s.pair.nunique() == 1 and s.dataset.nunique() == 1 else f" ({pair}, {dataset})"
+        for ax, y in ((left, g.throughput_tokens_per_s), (right, g.ratio)):
+            ax.plot(g.concurrency, y, marker=marks.get(method, "o"), color=cmap.get(method), lw=1, ms=3, label=label)
+    for ax, ylabel in ((left, "output throughput (tokens/s)"), (right, "over ar's, same concurrency (×)")):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted(s.concurrency.unique()), [str(c) for c in sorted(s.concurrency.unique())])
+        ax.set_xlabel("concurrent requests")
+        ax.set_ylabel(ylabel)
+    right.axhline(1.0, color="#555555", lw=0.7, ls="--", zorder=0)
+    left.legend(loc="upper left", fontsize=6)
+    return fig
+
+
 def figures(df: pd.DataFrame, cost: str | dict = "measured", samples: list[str] | None = None,
             claims: list | None = None) -> dict:
     """Every figure the records allow, by file stem; a skipped figure maps to the reason (a string). Figures
@@ -344,6 +374,8 @@ def _figures(df, cmap, cost, samples) -> dict:
         "cost_model": cost_figure(df, cmap, cost) or ("cannot measure the draft step cost: no method cell has ar "
                                                       "twins with decode steps (run ar on the same samples too)"),
     }
+    if (df.backend != "hf").any():  # runs of our own loops alone get no word about it
+        out["concurrency"] = concurrency_figure(df) or "no serving-engine cells at two or more concurrencies"
     tabed = [m for m in method_order(df.method) if (df[df.method == m].weights.map(len) > 0).any()]
     for method in tabed:
         out[f"tabed_weights_{method}"] = weights_figure(df, method, samples)

@@ -271,7 +271,7 @@ def metrics(records, paired: bool = False) -> dict:
         "acceptance_rate": _div(sum(accepted), sum(drafted)),
         "position_acceptance": position_acceptance(accepted, drafted),
         "prefill_s": prefill, "decode_s": decode, "wall_s": wall, "prefill_share": _div(prefill, wall),
-        "tokens_per_s": _div(new, wall),
+        "tokens_per_s": _div(new, wall), "throughput_tokens_per_s": throughput(ok),
     }
     if paired:
         twins = [r for r in ok if _given(r.get("ar_wall_s"))]
@@ -282,6 +282,17 @@ def metrics(records, paired: bool = False) -> dict:
                                                    np.array([walltime(r) for r in twins], float)),
                    lossless=lossless, agrees_with_hf=engine_agreement(ok))
     return out
+
+
+def throughput(ok: list[dict]) -> float:
+    """New tokens per second of wall clock from the first request's start to the last one's end: a serving engine's
+    output throughput, which concurrent requests raise while each request's tokens_per_s falls; NaN for records
+    without start times (our own loops decode one request at a time, where it is tokens_per_s)."""
+    timed = [r for r in ok if r.get("started_at") is not None]
+    if not timed:
+        return float("nan")
+    span = max(r["started_at"] + walltime(r) for r in timed) - min(r["started_at"] for r in timed)
+    return _div(sum(r["new_tokens"] for r in timed), span)
 
 
 def engine_agreement(ok: list[dict]) -> float:

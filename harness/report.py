@@ -66,6 +66,7 @@ def cell_identity(cfg: dict, summary: dict | None) -> dict:
     return {"run": cfg["run_name"], "pair": cfg["pair"]["name"], "dataset": d["name"],
             "group": d.get("group") or "other", "task": d.get("second_turn") or "",
             "method": m["tag"] + (f"@{engine}" if engine else ""), "backend": engine or "hf",
+            "concurrency": (cfg.get("backend") or {}).get("concurrency") or 1,
             "hf_settings": json.dumps(settings, sort_keys=True),  # the same cell's settings on our own loops
             "settings": json.dumps({**settings, **({"backend": engine} if engine else {})}, sort_keys=True),
             "method_name": m["name"], "modes": m.get("drafts") or m.get("drafting") or "",
@@ -279,7 +280,9 @@ def second_turn(df: pd.DataFrame) -> tuple[dict[str, pd.DataFrame], pd.DataFrame
 # --- rendering -----------------------------------------------------------------------------------------
 
 CELL_COLUMNS = ["name", "turn", "n_ok", "n_failed", "new_tokens", "tau", "acceptance_rate", "speedup", "speedup_ci",
-                "speedup_mean", "tokens_per_s", "prefill_s", "decode_s", "lossless", "agrees_with_hf"]
+                "speedup_mean", "tokens_per_s", "throughput_tokens_per_s", "prefill_s", "decode_s", "lossless",
+                "agrees_with_hf"]
+ENGINE_COLUMNS = ("throughput_tokens_per_s", "agrees_with_hf")  # shown where a serving engine's cells are
 
 
 def render_cells(cells: pd.DataFrame) -> str:
@@ -289,7 +292,7 @@ def render_cells(cells: pd.DataFrame) -> str:
     for (run, pair, dataset, task), t in cells.groupby(["run", "pair", "dataset", "task"], sort=False):
         t = t.assign(speedup_ci=[f"{lo:.2f}–{hi:.2f}" if lo == lo else "" for lo, hi in zip(t.speedup_lo,
                                                                                           t.speedup_hi)])
-        cols = [c for c in CELL_COLUMNS if (c != "turn" or t.turn.nunique() > 1) and (c != "agrees_with_hf" or
+        cols = [c for c in CELL_COLUMNS if (c != "turn" or t.turn.nunique() > 1) and (c not in ENGINE_COLUMNS or
                                                                                     (t.backend != "hf").any())]
         if t.n_failed.any():  # what went wrong, where anything did (a cell with no ok record shows only this)
             cols.append("top_error")

@@ -183,3 +183,36 @@ def test_a_server_that_cannot_start_fails_the_cell_with_its_log(tmp_path):
     assert "the vLLM server exited with code" in proc.stderr and "no-such-flag" in proc.stderr
     cell = tmp_path / "results" / "bad" / "smollm2-135m__smol-llama-draft" / "zoo-eval" / "ar@vllm"
     assert not serving(server_ports(cell)[0]) and not (cell / "summary.json").exists()
+
+
+def test_concurrent_samples_keep_at_most_concurrency_in_flight_and_all_finish():
+    import threading
+
+    from harness.run import as_finished
+
+    lock, live, peak = threading.Lock(), [0], [0]
+
+    def decode(index, sample):
+        with lock:
+            live[0] += 1
+            peak[0] = max(peak[0], live[0])
+        time.sleep(0.01 * (index % 3))
+        with lock:
+            live[0] -= 1
+        return [{"id": sample, "turn": 0}]
+
+    todo = [(i, f"s{i}") for i in range(10)]
+    assert [r[0]["id"] for r in as_finished(todo, decode, 1)] == [s for _, s in todo]  # in order, one at a time
+    done = [r[0]["id"] for r in as_finished(todo, decode, 3)]
+    assert sorted(done) == sorted(s for _, s in todo) and peak[0] == 3
+
+
+def test_throughput_spans_the_first_start_to_the_last_end():
+    from harness.records import metrics
+
+    rec = dict(status="ok", new_tokens=10, target_calls=10, prefill_s=0.5, decode_s=1.5)
+    two_at_once = [{**rec, "id": "a", "started_at": 100.0}, {**rec, "id": "b", "started_at": 101.0}]
+    m = metrics(two_at_once)
+    assert m["throughput_tokens_per_s"] == pytest.approx(20 / 3) and m["tokens_per_s"] == pytest.approx(20 / 4)
+    assert metrics([{**rec, "id": "a"}])["throughput_tokens_per_s"] != metrics([{**rec, "id": "a"}])[
+        "throughput_tokens_per_s"]  # NaN: our own loops record no start times

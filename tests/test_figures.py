@@ -149,3 +149,32 @@ def test_notebook_rebuilds_the_figures(results, tmp_path):
     images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert len(images) == len(FIGURES)
     assert sorted(p.stem for p in out.glob("*.png")) == sorted(FIGURES)
+
+
+def test_concurrency_figure_shows_engine_throughput_and_its_ratio_to_ar(tmp_path):
+    import yaml
+
+    from harness.figures import concurrency_figure
+
+    root = tmp_path / "results"
+    for c in (1, 4):  # ar doubles its throughput with concurrent requests; sd's lead of 1.5x turns into 0.75x
+        for method, tag, wall, acc in (("ar", "ar", 1.0, []), ("sd", "sd_g4", 2 / 3 if c == 1 else 1.0, [3])):
+            suffix = "@vllm" + (f"-c{c}" if c > 1 else "")
+            rows = [(s, 10, 10 if method == "ar" else 4, wall, list(range(10)), acc, [4] * len(acc)) for s in "ab"]
+            cell = write_cell(root, method, tag + suffix, rows, extra=None)
+            starts = {"a": 0.0, "b": wall if c == 1 else (0.0 if method == "ar" else 1 / 3)}  # one after the other
+            # at c = 1; at c = 4 ar's two requests overlap fully (20 tokens/s), sd's for 2/3 s of 4/3 (15 tokens/s)
+            lines = [json.loads(x) for x in (cell / "samples.jsonl").read_text().splitlines()]
+            (cell / "samples.jsonl").write_text("".join(json.dumps({**r, "started_at": starts[r["id"]]}) + "\n"
+                                                        for r in lines))
+            cfg = yaml.safe_load((cell / "config.yaml").read_text())
+            cfg["method"]["tag"] = tag
+            cfg["backend"] = {"name": "vllm", "concurrency": c}
+            (cell / "config.yaml").write_text(yaml.safe_dump(cfg))
+    fig = concurrency_figure(load(root))
+    throughput, ratio = fig.axes
+    lines = {line.get_label(): line for line in ratio.lines if not line.get_label().startswith("_")}
+    assert set(lines) == {"ar@vllm", "sd@vllm"}
+    assert list(lines["sd@vllm"].get_xdata()) == [1, 4]
+    assert list(lines["sd@vllm"].get_ydata()) == pytest.approx([1.5, 0.75])
+    assert list(lines["ar@vllm"].get_ydata()) == pytest.approx([1.0, 1.0])
