@@ -17,7 +17,7 @@ EMBEDDED = {
     "smollm2-135m-instruct": smollm2.load_instruct,
     # Small draft distilled from SmolLM2-135M-Instruct (cards/smol-draft.md; built by harness.train.draft).
     "smol-draft": smol_draft.load,
-    # The target's first layers as a plain Llama, built from its weights on first use (cards/smol-llama-draft.md).
+    # smol-draft folded into a plain LlamaForCausalLM that engines load, built on first use (cards/smol-llama-draft.md).
     "smol-llama-draft": smol_llama_draft.load,
     # LLaVA pair on frozen SmolLM2 (cards/tiny-llava-*.md; built by harness.train.vlm): (model, processor).
     "tiny-llava-target": tiny_llava.load_target,
