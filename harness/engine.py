@@ -37,6 +37,8 @@ log = logging.getLogger("harness")
 
 SERVED_NAME = "target"  # the model name requests use
 METHODS = ("ar", "sd", "eagle", "hf_pld")  # what vLLM can run; anything else fails with one line
+# The server never goes online: it is given local folders (serve_folder) and sends no usage statistics.
+SERVER_ENV = {"HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
 
 
 # --- what the server serves ---------------------------------------------------------------------------------
@@ -325,8 +327,7 @@ def serving(cfg, cell: Path, context: int | None):
     spec = speculative_config(cfg.method, cfg.pair)
     folder = serve_folder(cfg.pair.target.id)
     argv = server_command(cfg, spec, folder, context, free_port())
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1",
-           "VLLM_CPU_KVCACHE_SPACE": str(cfg.backend.kv_cache_gb)}
+    env = {**os.environ, **SERVER_ENV, "VLLM_CPU_KVCACHE_SPACE": str(cfg.backend.kv_cache_gb)}
     with Server(argv, cell / "engine.log", env, cfg.backend.startup_timeout_s) as server:
         def generate(models: Models, prompt: Prompt, settings: DecodeSettings,
                      generator: torch.Generator | None = None, **options) -> Result:

@@ -159,6 +159,8 @@ def test_every_sweep_preset_composes_every_cell(sweep):
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
+    import methods  # noqa: F401  (registers the method config schemas the method YAMLs extend)
+
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         base = compose("config", overrides=[f"+sweep={sweep}"], return_hydra_config=True)
         params = OmegaConf.to_container(base.hydra.sweeper.params)
