@@ -9,7 +9,8 @@ Ctrl-C, SIGTERM; a server also dies with a harness killed by -9, through the par
 A method maps onto vLLM's speculative config (`speculative_config`); a method vLLM cannot run fails with one line.
 Each request's record has the same fields as a transformers record: prefill_s = time to first token and
 decode_s = the rest (both on the client's clock, as a user sees them), target_calls counted from vLLM's per-step
-accepted / drafted counts (`--per-request-spec-decode-metrics detailed`; `target_calls`), and those counts, so tau, acceptance and per-position acceptance keep the one definition of harness.records.metrics.
+accepted / drafted counts (`--per-request-spec-decode-metrics detailed`; `target_calls`), and those counts, so
+tau, acceptance and per-position acceptance keep the one definition of harness.records.metrics.
 """
 from __future__ import annotations
 
@@ -81,7 +82,7 @@ def speculative_config(method_cfg, pair_cfg) -> dict | None:
     if name == "ar":
         return None
     gamma = int(method_cfg.gamma)
-    if name == "hf_pld":  # transformers' prompt lookup matches n-grams of 2 tokens down to 1 (max_matching_ngram_size 2)
+    if name == "hf_pld":  # transformers' prompt lookup matches n-grams of 2 tokens down to 1 (max_matching_ngram_size)
         return {"method": "ngram", "num_speculative_tokens": gamma, "prompt_lookup_max": 2, "prompt_lookup_min": 1}
     if method_cfg.get("tree_width", 1) != 1:
         refuse("tree_width", method_cfg.tree_width, "chains (tree_width=1)")

@@ -36,8 +36,8 @@ RETRIED = "samples.retried.jsonl"  # failed attempts taken out to be decoded aga
 STEP_COSTS = "step_costs.json"  # a method cell's draft and verify step latencies (harness.latency)
 BASELINE = "baseline.json"  # an ar cell's calibration against transformers' generate() (harness.baseline)
 # Settings that define a cell's numbers: a rerun into the same directory must agree on all of them.
-IDENTITY_KEYS = ("backend", "method", "pair", "dataset", "max_new_tokens", "temperature", "top_p", "seed", "warmup", "dtype",
-                 "pack_weights", "reuse_first_turn")
+IDENTITY_KEYS = ("backend", "method", "pair", "dataset", "max_new_tokens", "temperature", "top_p", "seed", "warmup",
+                 "dtype", "pack_weights", "reuse_first_turn")
 
 
 def backend_tag(backend) -> str:

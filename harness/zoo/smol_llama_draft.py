@@ -28,7 +28,7 @@ from harness.zoo import smol_draft, smollm2
 
 
 def folder() -> Path:
-    """The draft's folder (config.json, model.safetensors, tokenizer), built once per smol-draft weights file (by hash)."""
+    """The draft's folder (config.json, model.safetensors, tokenizer), built once per smol-draft weights (by hash)."""
     weights = smol_draft.WEIGHTS_DIR / "model.safetensors"
     digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:12] if weights.exists() else "missing"
     target = smollm2.cache_root() / f"smol-llama-draft-{digest}"
