@@ -82,8 +82,15 @@ def probe(cells: dict) -> dict[str, dict]:
 
 
 def estimate(cells: dict, timed: dict) -> tuple[float, int]:
-    """(seconds, cells of unknown size): every decode as slow as ar and running to max_new_tokens, an upper bound
-    (speculative cells are faster, answers stop at EOS); the cells of finished runs count nothing."""
+    """(seconds, cells of unknown size): the decodes every cell runs, each at ar's speed and to its token limit:
+    its samples (to max_new_tokens), its warm-ups (`warmup` decodes of at most 16 tokens, run_cell's warm_up) and,
+    in an ar cell with baseline_check, the calibration against generate() (harness.baseline: one untimed and
+    REPEATS timed decodes of each of up to PROMPTS prompts, by both loops, to at most TOKENS). On a GPU the samples
+    dominate and speculative cells are faster than ar; on a CPU the warm-ups and calibrations of one-sample cells
+    are most of it, speculative cells can be slower than ar, and per-cell setup (config, data, models, step costs)
+    comes on top. The cells of finished runs count nothing."""
+    from harness import baseline
+
     seconds, unknown = 0.0, 0
     for cell, cfg in cells.items():
         if (cell / "summary.json").exists():
@@ -93,7 +100,11 @@ def estimate(cells: dict, timed: dict) -> tuple[float, int]:
             unknown += 1
             continue
         t = timed[cfg.pair.name]
-        seconds += n * (t["prefill_s"] + cfg.max_new_tokens * t["token_s"])
+        one = lambda tokens: t["prefill_s"] + tokens * t["token_s"]  # noqa: E731
+        seconds += n * one(cfg.max_new_tokens) + (cfg.get("warmup") or 0) * one(min(cfg.max_new_tokens, 16))
+        if cfg.method.name == "ar" and cfg.get("baseline_check", True):
+            prompts = min(baseline.PROMPTS, n)
+            seconds += 2 * (1 + baseline.REPEATS * prompts) * one(min(cfg.max_new_tokens, baseline.TOKENS))
     return seconds, unknown
 
 
@@ -161,8 +172,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     seconds, unknown = estimate(cells, timed)
     per_pair = "; ".join(f"{p}: {t['token_s'] * 1e3:.1f} ms/token" for p, t in timed.items())
-    print(f"probe ({per_pair}): at most {hours(seconds)} of decoding on this machine"
-          + (f", plus {unknown} cells of unknown size" if unknown else "") + " (ar's speed for every cell)", flush=True)
+    print(f"probe ({per_pair}): about {hours(seconds)} of decoding on this machine"
+          + (f", plus {unknown} cells of unknown size" if unknown else "")
+          + " (every decode, warm-up and ar calibration at ar's speed; per-cell setup comes on top)", flush=True)
     failed = [s for s in paper.sweeps if harness_module("harness", "-m", f"+sweep={s}", *overrides) != 0]
     report = harness_module("harness.report", out, "--claims", paper.claims)
     figures = harness_module("harness.figures", out, "--claims", paper.claims)
