@@ -374,10 +374,14 @@ def bench_baseline(args, device) -> tuple[list[str], dict]:
             f"each sd model as auto picks for its shape", "",
             "| variant | median ms / new token | tau | vs our ar |", "|---|---|---|---|"]
     rows += [f"| {name} | {med[name] * 1e3:.1f} | {tau_of(runs[name]):.2f} | {med['ar'] / med[name]:.2f}x |" for name in runs]
-    vs_generate, best_vs_generate = med["generate dense"] / med["ar"], med["generate dense"] / med[best_sd]
+    # The goal is judged against the faster generate() setting: plain generate() as transformers loads the weights
+    # (dense), or generate() on our prepacked weights, whichever a user of this machine would be better off with.
+    best_generate = min(("generate dense", "generate packed"), key=med.get)
+    vs_generate, best_vs_generate = med[best_generate] / med["ar"], med["generate dense"] / med[best_sd]
     vs_hf = med[best_hf] / med[best_sd]
-    rows += ["", f"**ar vs generate: {vs_generate:.2f}x** (goal >= 1.00: {'met' if vs_generate >= 1 else 'NOT MET'}; "
-             f"best generate setting: {min(('generate dense', 'generate packed'), key=med.get)})",
+    rows += ["", f"**ar vs generate: {vs_generate:.2f}x** (against the faster generate() setting, {best_generate}; "
+             f"goal >= 1.00: {'met' if vs_generate >= 1 else 'NOT MET'}; against plain generate(), dense: "
+             f"{med['generate dense'] / med['ar']:.2f}x)",
              f"**best sd vs generate: {best_vs_generate:.2f}x** ({best_sd} against plain generate(), dense)",
              f"**best sd vs best hf_assisted: {vs_hf:.2f}x** ({best_sd} against {best_hf}; goal >= 1.3: "
              f"{'met' if vs_hf >= 1.3 else 'not met'})"]
