@@ -51,7 +51,7 @@ def serve_folder(model_id: str) -> Path:
     name = embedded_name(model_id)
     if name is None:
         return snapshot(model_id)
-    from harness.zoo import WEIGHTS, smollm2
+    from harness.zoo import smollm2
 
     if name == "smollm2-135m-instruct":
         return smollm2.converted_dir()
@@ -62,10 +62,8 @@ def serve_folder(model_id: str) -> Path:
         from harness.zoo import smol_llama_draft
 
         return smol_llama_draft.folder()
-    folder = WEIGHTS / name
-    if (folder / "config.json").exists():
-        return folder
-    raise HarnessError(f"embedded model {model_id!r} has no folder vLLM can serve")
+    raise HarnessError(f"embedded model {model_id!r} has no folder vLLM can serve; embedded models it serves: "
+                       "smollm2-135m-instruct, smol-llama-draft (EAGLE-3 drafters come through pair.eagle.id)")
 
 
 def speculative_config(method_cfg, pair_cfg) -> dict | None:
@@ -121,9 +119,11 @@ def free_port() -> int:
 
 def server_command(cfg, spec: dict | None, folder: Path, context: int | None, port: int) -> list[str]:
     """The vLLM server's command line for a cell."""
+    from harness.models import resolve_device, resolve_dtype
+
     b = cfg.backend
-    dtype = "auto" if cfg.dtype == "auto" and torch.cuda.is_available() else (
-        "float32" if cfg.dtype == "auto" else cfg.dtype)
+    dtype = resolve_dtype(cfg.dtype, resolve_device(cfg.device))  # our rule: float32 on a CPU, the checkpoint's on CUDA
+    dtype = "auto" if dtype is None else str(dtype).removeprefix("torch.")
     argv = [str(engine_python(b)), "-m", "vllm.entrypoints.openai.api_server", "--model", str(folder),
             "--served-model-name", SERVED_NAME, "--host", "127.0.0.1", "--port", str(port), "--dtype", dtype,
             "--seed", str(cfg.seed), "--generation-config", "vllm",  # the request's settings, not the model's defaults
@@ -236,11 +236,10 @@ def tail(path: Path, lines: int = 25) -> str:
         return "(no log)"
 
 
-def request(port: int, method: str, path: str, body: dict | None = None, timeout: float = 600):
+def request(port: int, method: str, path: str, timeout: float):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
-        conn.request(method, path, body=json.dumps(body) if body is not None else None,
-                     headers={"Content-Type": "application/json"})
+        conn.request(method, path)
         response = conn.getresponse()
         return response.status, response.read()
     finally:
@@ -258,7 +257,7 @@ def complete(port: int, ids: list[int], settings: DecodeSettings, seed: int, tim
             "stop_token_ids": list(settings.eos_token_ids), "skip_special_tokens": False, "return_token_ids": True,
             "stream": True, "stream_options": {"include_usage": True}}
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    out, first, final, finish = [], None, {}, None
+    out, first, final = [], None, {}
     try:
         start, wall_start = time.perf_counter(), time.time()
         conn.request("POST", "/v1/completions", body=json.dumps(body), headers={"Content-Type": "application/json"})
@@ -276,15 +275,14 @@ def complete(port: int, ids: list[int], settings: DecodeSettings, seed: int, tim
                 if choice.get("token_ids"):
                     first = first if first is not None else time.perf_counter()
                     out += choice["token_ids"]
-                finish = choice.get("finish_reason") or finish
             if chunk.get("usage"):
                 final = chunk
         end = time.perf_counter()
     finally:
         conn.close()
     first = first if first is not None else end
-    return {"ids": out, "ttft_s": first - start, "e2e_s": end - start, "finish_reason": finish,
-            "started_at": wall_start, "metrics": final.get("metrics") or {}}
+    return {"ids": out, "ttft_s": first - start, "e2e_s": end - start, "started_at": wall_start,
+            "metrics": final.get("metrics") or {}}
 
 
 def as_result(reply: dict) -> Result:
