@@ -13,7 +13,8 @@ Sections (the text ones on --pair):
   tabed     TABED's draft-step cost on a vision-language pair: K = 1, 2, 4 drafting modes batched into one
             forward vs run one after another;
   vocab     the EAGLE/SpecVocab vocabulary grid on --eagle-pair: full, reduced, FR-Spec and SpecVocab heads.
-Writes results/bench/latest.md (the tables) and results/bench/raw.json (every timing).
+Writes results/bench/latest.md (the tables) and results/bench/raw.json (every timing), replacing the sections
+that ran and keeping the others, each with the date, machine and commit it was measured on.
 """
 from __future__ import annotations
 
@@ -426,21 +427,46 @@ def main(argv: list[str] | None = None) -> int:
 
     device = resolve_device(args.device)
     env = environment(device)
-    lines = [f"# Benchmarks ({time.strftime('%Y-%m-%d %H:%M')})", "",
-             f"Machine: {env['device_name']} ({env['cpu_count']} CPUs, {env['torch_threads']} torch threads), "
-             f"torch {env['versions']['torch']}, transformers {env['versions']['transformers']}, git {env['git_sha']}",
-             ""]
-    raw = {"args": {k: str(v) for k, v in vars(args).items()}, "env": env}
+    where = (f"{time.strftime('%Y-%m-%d %H:%M')}, {env['device_name']} ({env['cpu_count']} CPUs, {env['torch_threads']} "
+             f"torch threads), torch {env['versions']['torch']}, transformers {env['versions']['transformers']}, "
+             f"git {env['git_sha'][:10]}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    blocks = read_sections(args.out / "latest.md")
+    try:
+        raw = json.loads((args.out / "raw.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        raw = {}
     for name in sections:
         rows, data = SECTIONS[name](args, device)
-        lines += rows + [""]
-        raw[name] = data
+        blocks[name] = "\n".join([SECTION_MARK.format(name), *rows, "", f"_Measured {where}._", ""])
+        raw[name] = {"args": {k: str(v) for k, v in vars(args).items()}, "env": env, "data": data}
         print("\n".join(rows) + "\n", flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "latest.md").write_text("\n".join(lines))
-    (args.out / "raw.json").write_text(json.dumps(raw, indent=2))
-    print(f"wrote {args.out / 'latest.md'}")
+        write_sections(args.out / "latest.md", blocks)  # after each section: a crash keeps what was measured
+        (args.out / "raw.json").write_text(json.dumps(raw, indent=2))
+    print(f"wrote {args.out / 'latest.md'} (sections {', '.join(sections)}; the others kept as they were)")
     return 0
+
+
+SECTION_MARK = "<!-- bench section: {} -->"
+
+
+def read_sections(path: Path) -> dict[str, str]:
+    """The sections of an earlier latest.md (name -> its text, from its marker to the next), so that running
+    some sections replaces those and keeps the others."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return {}
+    head, *parts = text.split(SECTION_MARK.split("{}")[0])
+    return {part.split(" -->", 1)[0]: SECTION_MARK.split("{}")[0] + part.rstrip() + "\n" for part in parts}
+
+
+def write_sections(path: Path, blocks: dict[str, str]) -> None:
+    order = [name for name in SECTIONS if name in blocks] + [name for name in blocks if name not in SECTIONS]
+    head = ["# Benchmarks (`make bench`)", "",
+            "Each section says when, where and at which commit it was measured: `python -m harness.bench --sections "
+            "NAME` reruns one and keeps the others.", ""]
+    path.write_text("\n".join(head + [blocks[name] for name in order]))
 
 
 if __name__ == "__main__":

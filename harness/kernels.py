@@ -8,6 +8,8 @@ or the tree's nodes, for a speculative method's target) with dense and with pack
 fixed context, and packs only the models that run faster packed. `ar` therefore always decodes with whichever
 setting makes it fastest. Timings are cached per machine (CPU name, library versions, threads), model, dtype and
 shape in $SPEC_HARNESS_CACHE/kernels.json (default ~/.cache/spec-harness), and every cell records them in env.json.
+A timing taken while other processes kept the CPUs busy (`busy_share` above BUSY_LIMIT just before it) is used
+once but marked provisional: the next run measures again, and caches for good only a timing taken on a quiet machine.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from methods.core import crop_cache, forward, new_cache, now
 CONTEXT = 64  # tokens of context the timed forwards attend to
 REPEATS = 9  # timed rounds (the median is kept), after WARMUP rounds
 WARMUP = 2
+BUSY_LIMIT = 0.25  # share of all CPU time spent by other work just before a timing, above which it is provisional
 
 
 def cache_file() -> Path:
@@ -44,6 +47,22 @@ def machine() -> str:
     except OSError:
         pass
     return f"{cpu} | torch {torch.__version__} | transformers {transformers.__version__} | {torch.get_num_threads()} threads"
+
+
+def busy_share(window_s: float = 0.3) -> float | None:
+    """Share of all CPUs' time spent busy over `window_s` (from /proc/stat; None where there is none). Called while
+    this process is idle, it says how much other work would compete with a timing."""
+    def totals():
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+        return sum(fields), fields[3] + fields[4]  # all, idle + iowait
+    try:
+        all0, idle0 = totals()
+        time.sleep(window_s)
+        all1, idle1 = totals()
+    except (OSError, ValueError, IndexError):
+        return None
+    return round(1 - (idle1 - idle0) / max(1, all1 - all0), 3)
 
 
 @torch.inference_mode()
@@ -78,18 +97,21 @@ def measure(model, tokens: int, device: torch.device) -> dict[str, float]:
     return {"dense_ms": round(ms["dense"], 3), "packed_ms": round(ms["packed"], 3)}
 
 
-def choose_packing(model_id: str, model, tokens: int, device: torch.device, measure_fn=None) -> dict:
+def choose_packing(model_id: str, model, tokens: int, device: torch.device, measure_fn=None, busy_fn=None) -> dict:
     """Whether `model` (dense, as loaded) decodes faster packed at `tokens` tokens a forward: the cached timing when
-    this machine has one for this model, dtype and shape, else a fresh measurement (a few seconds, once)."""
+    this machine has one for this model, dtype and shape taken on a quiet machine, else a fresh measurement (a few
+    seconds), cached for good when the machine was quiet and marked `provisional` when it was not."""
     key = f"{machine()} | {model_id} | {str(model.dtype).removeprefix('torch.')} | {tokens} tokens"
     file = cache_file()
     try:
         cached = json.loads(file.read_text())
     except (OSError, json.JSONDecodeError):
         cached = {}
-    if key in cached:
+    if key in cached and not cached[key].get("provisional"):
         return {**cached[key], "cached": True}
-    timing = {**(measure_fn or measure)(model, tokens, device), "tokens": tokens, "measured_at": time.strftime("%Y-%m-%d %H:%M:%S")}
+    busy = (busy_fn or busy_share)()
+    timing = {**(measure_fn or measure)(model, tokens, device), "tokens": tokens, "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+              "busy_share_before": busy, "provisional": busy is not None and busy > BUSY_LIMIT}
     timing["packed"] = timing["packed_ms"] < timing["dense_ms"]
     cached[key] = timing
     file.parent.mkdir(parents=True, exist_ok=True)

@@ -27,6 +27,11 @@ def test_sd_section_checks_losslessness(tmp_path, random_pair_dir):
                  "--out", str(tmp_path / "bench")]) == 0
     table = (tmp_path / "bench" / "latest.md").read_text()
     assert "| sd_g5 |" in table and "| sd_g3_w2 |" in table  # the --shape variant: a token tree
+    assert main(["--sections", "hf", "--pair", str(pair), "--prompts", "1", "--repeats", "1", "--max-new-tokens", "4",
+                 "--out", str(tmp_path / "bench")]) == 0  # another section: replaces nothing it did not measure
+    both = (tmp_path / "bench" / "latest.md").read_text()
+    assert table.split("<!-- bench section: sd -->")[1] in both and "| hf_assisted_g5 |" in both
+    assert set(json.loads((tmp_path / "bench" / "raw.json").read_text())) == {"sd", "hf"}
 
 
 def test_kernels_section_compares_dense_and_packed_weights(tmp_path, random_pair_dir):
@@ -38,7 +43,7 @@ def test_kernels_section_compares_dense_and_packed_weights(tmp_path, random_pair
     for row in ("| target 1 token |", "| target 6 tokens |", "| target 16 tokens |", "| draft 1 token |",
                 "**verify of 6 tokens / 1-token step: dense", "**draft step / target step: dense"):
         assert row in table
-    raw = json.loads((tmp_path / "bench" / "raw.json").read_text())["kernels"]["forward_s"]
+    raw = json.loads((tmp_path / "bench" / "raw.json").read_text())["kernels"]["data"]["forward_s"]
     assert len(raw["true target 6"]) == len(raw["false target 6"]) == 2 and min(raw["true target 6"]) > 0
 
 
@@ -53,7 +58,7 @@ def test_hf_overhead_and_cost_sections(tmp_path, random_pair_dir):
         assert row in table
     raw = json.loads((tmp_path / "bench" / "raw.json").read_text())
     assert {"hf", "overhead", "cost"} <= set(raw)
-    assert raw["cost"]["predicted"] > 0 and raw["cost"]["t_verify"] > 0
+    assert raw["cost"]["data"]["predicted"] > 0 and raw["cost"]["data"]["t_verify"] > 0
 
 
 def test_vocab_section_times_every_head(tmp_path, random_pair_dir):
@@ -76,7 +81,7 @@ def test_vocab_section_times_every_head(tmp_path, random_pair_dir):
                 "**specvocab vs best reduced-vocabulary variant:"):
         assert row in table
     raw = json.loads((tmp_path / "bench" / "raw.json").read_text())
-    assert len(raw["vocab"]["draft_step_s"]["specvocab k16_g5"]) == 3
+    assert len(raw["vocab"]["data"]["draft_step_s"]["specvocab k16_g5"]) == 3
 
 
 def test_baseline_section_names_the_rows_a_script_reads(tmp_path, random_pair_dir):
@@ -89,5 +94,5 @@ def test_baseline_section_names_the_rows_a_script_reads(tmp_path, random_pair_di
     for row in ("| ar dense |", "| ar packed |", "| generate dense |", "| generate packed |", "| sd_g3_w2 |",
                 "| hf_assisted defaults |", "| sd dynamic packed |", "**ar vs generate: ", "**best sd vs generate: ", "**best sd vs best hf_assisted: "):
         assert row in table
-    raw = json.loads((tmp_path / "bench" / "raw.json").read_text())["baseline"]
+    raw = json.loads((tmp_path / "bench" / "raw.json").read_text())["baseline"]["data"]
     assert raw["ar_kind"] in ("dense", "packed") and raw["best_sd"].startswith("sd")
