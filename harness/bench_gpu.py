@@ -12,7 +12,10 @@ fits), and times the pieces of S = tau * t_ar / (gamma * t_draft + t_verify(gamm
   3. TABED's batched-mode draft cost: K = 1..4 drafting modes in one batched forward vs one after another
      (`methods.drafting.ModelDrafter` on a multimodal prompt);
   4. head latency on the EAGLE-3 hidden state: full vs reduced vs FR-Spec vs SpecVocab(k) (`methods.eagle3.Head`);
-  5. the predicted speedup at tau = 2, 3, 4 from those latencies.
+  5. the predicted speedup at tau = 2, 3, 4 from those latencies;
+  0. first, the baseline those speedups are over: our `ar` against transformers' generate() on the Llama-3.1-8B
+     target with a dynamic cache and with a static cache (which transformers compiles with torch.compile on
+     CUDA), greedy, outputs identical (harness.baseline.calibrate); the table names the faster generate().
 
 Timing: CUDA events on a GPU (perf_counter elsewhere), warm-ups first, cases interleaved (A B .., .. B A),
 medians. `--scale tiny` runs the same code with small stand-in sizes so it is tested on CPU; its numbers
@@ -36,6 +39,7 @@ from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, CLIP
 from harness import PROJECT_ROOT
 from harness.models import resolve_dtype
 from harness.records import environment
+from methods import DecodeSettings
 from methods.core import Models, Prompt, crop_cache, forward, new_cache, now
 from methods.drafting import MODES, ModelDrafter, Verdict
 from methods.eagle import EagleDrafter
@@ -251,6 +255,8 @@ def bench_llama(shape: dict, ns: list[int], args, device, dtype) -> dict:
     width = len(layers) * target.config.hidden_size
     with torch.inference_mode():
         verify = verify_latency(target, context, ns, 0, cfg.vocab_size, layers, args, device)
+    plain = plain_decoding(target, context, cfg.vocab_size, args, device, g)
+    with torch.inference_mode():
         heads = {"full": head_for(eagle, target, "full", 0),
                  f"reduced {cfg.draft_vocab_size}": head_for(eagle, target, "reduced", 0),
                  f"frspec {cfg.draft_vocab_size}": head_for(eagle, target, "frspec", cfg.draft_vocab_size)}
@@ -284,9 +290,24 @@ def bench_llama(shape: dict, ns: list[int], args, device, dtype) -> dict:
         hidden = eagle.norm(drafter.hidden)  # [1, d]: what EagleDrafter hands its head
         head_times = measure({name: ((lambda h=h: h(hidden)), lambda: None) for name, h in heads.items()},
                              device, args.repeats, args.warmup)
-    return dict(verify=verify, eagle_steps=steps, heads=head_times, feature_layers=layers,
+    return dict(plain=plain, verify=verify, eagle_steps=steps, heads=head_times, feature_layers=layers,
                 params={"target": n_params(target), "eagle": n_params(eagle, ("embed_tokens.", "speculator.")),
                         "speculator": n_params(eagle.speculator)})
+
+
+def plain_decoding(target, context: int, vocab: int, args, device, g: torch.Generator) -> dict:
+    """Our `ar` against transformers' generate() with a dynamic and with a static cache on `target`: `args.decode`
+    greedy tokens after a random prompt of `context` tokens, interleaved (harness.baseline.calibrate, which also
+    requires identical outputs). On CUDA the static cache is compiled by transformers; elsewhere it is not."""
+    from harness import baseline
+
+    class Pair:  # what calibrate reads: our ar decodes the same (dense) target
+        models = Models(target)
+
+    prompt = Prompt({"input_ids": torch.randint(0, vocab, (1, context), generator=g).to(device)})
+    settings = DecodeSettings(max_new_tokens=args.decode)
+    return baseline.calibrate(Pair, target, [prompt], settings, repeats=max(1, args.repeats // 4),
+                              generate={baseline.DYNAMIC: {}, baseline.STATIC: {"cache": "static"}})
 
 
 # --- the report ------------------------------------------------------------------------------------------------------
@@ -318,6 +339,15 @@ def report(shape: dict, ns: list[int], lv: dict, ll: dict, args) -> list[str]:
              f"| SpecVocab speculator | {eg['hidden_size']} -> {shape['speculator_rank']} -> {eg['vocab_size']} | "
              f"{count(ll['params']['speculator'])} |", ""]
 
+    plain = ll["plain"]
+    lines += [f"## 0. Plain decoding, the baseline: Llama-3.1-8B target, {plain['max_new_tokens']} greedy tokens after "
+              f"{context} prompt tokens, {plain['repeats']} interleaved repeats, outputs "
+              f"{'identical' if plain['identical'] else 'DIFFERENT (a bug)'}", "",
+              "| figure | ms / token |", "|---|---|", f"| our ar | {plain['ar_ms_per_token']:.2f} |"]
+    lines += [f"| transformers {name} | {t:.2f} |" for name, t in plain["generate_settings_ms_per_token"].items()]
+    lines += ["", f"**ar vs generate: {plain['ratio']:.2f}x** against the faster setting, {plain['generate']} "
+              f"(95% interval {plain['ratio_lo']:.2f}-{plain['ratio_hi']:.2f}); the speedups below divide by t_ar, "
+              "the target's 1-token step, which both decode with", ""]
     lines += [f"## 1. Verify latency vs new tokens n (one target forward onto a KV cache of {context} tokens, "
               "logits of all n positions)", "",
               "| figure | " + " | ".join(f"n={n}" for n in ns) + " |", "|---|" + "---|" * len(ns)]
@@ -387,6 +417,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=20, help="timed calls per case (the median is reported)")
     ap.add_argument("--warmup", type=int, default=3, help="untimed calls per case first")
     ap.add_argument("--gamma", type=int, default=5, help="draft length of the cost-model rows")
+    ap.add_argument("--decode", type=int, default=64, help="greedy tokens per decode of the baseline section")
     ap.add_argument("--out", type=Path, default=PROJECT_ROOT / "results" / "bench")
     args = ap.parse_args(argv)
     if args.repeats < 1 or args.warmup < 0 or args.gamma < 1:

@@ -74,7 +74,7 @@ def counted(target, draft):
     rec = {"calls": [], "first_end": None, "draft_calls": 0}
 
     def before(module, args, kwargs):
-        rec["calls"].append((kwargs["past_key_values"].get_seq_length(), n_tokens(kwargs)))
+        rec["calls"].append((int(kwargs["past_key_values"].get_seq_length()), n_tokens(kwargs)))  # a static cache: a tensor
 
     def after(module, args, kwargs, output):
         if rec["first_end"] is None:
@@ -177,6 +177,10 @@ def generate_pld(models: Models, prompt: Prompt, settings: DecodeSettings, gener
 
 @method("hf_generate")
 def generate_plain(models: Models, prompt: Prompt, settings: DecodeSettings,
-                   generator: torch.Generator | None = None) -> Result:
-    """`hf_generate`: transformers' own `generate()` on the target alone (dynamic cache, as a user calls it)."""
-    return hf_generate(models, prompt, settings, generator)
+                   generator: torch.Generator | None = None, cache: str = "dynamic") -> Result:
+    """`hf_generate`: transformers' own `generate()` on the target alone, with its dynamic cache as a user calls it,
+    or `cache="static"` (which transformers compiles with torch.compile on CUDA for models that allow it)."""
+    if cache not in ("dynamic", "static"):
+        raise ValueError(f"hf_generate: cache={cache!r}; valid choices: dynamic, static")
+    knobs = {"cache_implementation": "static"} if cache == "static" else None
+    return hf_generate(models, prompt, settings, generator, target_knobs=knobs)

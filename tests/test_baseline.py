@@ -118,6 +118,12 @@ def test_the_calibration_itself_compares_identical_outputs():
     prompts = [Prompt({"input_ids": torch.tensor([[1, 5, 9]])}), Prompt({"input_ids": torch.tensor([[2, 7]])})]
     result = baseline.calibrate(Pair, model, prompts, DecodeSettings(max_new_tokens=6))
     assert result["identical"] and result["ar_ms_per_token"] > 0 and result["generate_ms_per_token"] > 0
+    assert list(result["generate_settings_ms_per_token"]) == [baseline.DYNAMIC]  # a CPU: no compiled static cache
+    both = baseline.calibrate(Pair, model, prompts, DecodeSettings(max_new_tokens=6), repeats=1,
+                              generate={baseline.DYNAMIC: {}, baseline.STATIC: {"cache": "static"}})
+    times = both["generate_settings_ms_per_token"]  # CUDA's pair of settings, run here without compilation
+    assert both["identical"] and set(times) == {baseline.DYNAMIC, baseline.STATIC}
+    assert both["generate_ms_per_token"] == min(times.values()) and both["generate"].endswith(min(times, key=times.get))
     with pytest.raises(HarnessError, match="decoded different tokens"):
         baseline.check({**result, "identical": False}, accept_weak=True)
 

@@ -9,7 +9,7 @@ from transformers import AutoModelForCausalLM, LlamaConfig
 
 from harness.bench_gpu import SHAPES, building, eagle3, llava, main, measure, n_params
 
-SECTIONS = ("## Models", "## 1. Verify latency", "## 2. Draft-step latency", "## 3. Batched-mode draft cost",
+SECTIONS = ("## Models", "## 0. Plain decoding", "## 1. Verify latency", "## 2. Draft-step latency", "## 3. Batched-mode draft cost",
             "## 4. Head latency", "## 5. Cost model at gamma 5")
 
 
@@ -30,7 +30,7 @@ def number(cell: str) -> float:
 
 
 def test_tiny_scale_runs_end_to_end_on_cpu(tmp_path):
-    assert main(["--device", "cpu", "--scale", "tiny", "--repeats", "1", "--out", str(tmp_path)]) == 0
+    assert main(["--device", "cpu", "--scale", "tiny", "--repeats", "1", "--decode", "6", "--out", str(tmp_path)]) == 0
     md = (tmp_path / "gpu-tiny-cpu.md").read_text()
     assert not (tmp_path / "gpu.md").exists()  # a CPU check never takes the GPU table's name
     assert "torch " + torch.__version__ in md and "perf_counter" in md and "Scale **tiny**" in md
@@ -42,7 +42,10 @@ def test_tiny_scale_runs_end_to_end_on_cpu(tmp_path):
             figures = row[-1:] if heading == "## Models" else row[1:]  # the models table: shape text, then size
             assert row[0] and figures and all(number(c) > 0 for c in figures), row
     rows = {row[0] for rs in found.values() for row in rs}
-    expected = {"verify ms, LLaVA-1.5-7B (text)", "verify ms, Llama-3.1-8B (with EAGLE-3 features)",
+    assert "outputs identical" in md and "**ar vs generate: " in md
+    expected = {"our ar", "transformers generate(): greedy, dynamic cache, dense weights",
+                "transformers generate(): greedy, static cache (compiled by transformers on CUDA), dense weights",
+                "verify ms, LLaVA-1.5-7B (text)", "verify ms, Llama-3.1-8B (with EAGLE-3 features)",
                 "draft step, LVLM-68M (Llama-68M text model, logits of the last position)",
                 "draft step, EAGLE-3 own state, head=full", "draft step, EAGLE-3 own state, head=reduced 256",
                 "draft step, EAGLE-3 own state, head=specvocab k=128",
