@@ -12,7 +12,8 @@ Sections (the text ones on --pair):
   kernels   target and draft forward latency with dense vs prepacked linear weights (CPU; pack_weights);
   tabed     TABED's draft-step cost on a vision-language pair: K = 1, 2, 4 drafting modes batched into one
             forward vs run one after another;
-  vocab     the EAGLE/SpecVocab vocabulary grid on --eagle-pair: full, reduced, FR-Spec and SpecVocab heads.
+  vocab     the EAGLE/SpecVocab vocabulary grid on --eagle-pair: full, reduced, FR-Spec and SpecVocab heads;
+  vllm      our `sd` against vLLM's `draft_model` speculation on --vllm-pair at batch 1 (needs make setup-vllm).
 Writes results/bench/latest.md (the tables) and results/bench/raw.json (every timing), replacing the sections
 that ran and keeping the others, each with the date, machine and commit it was measured on.
 """
@@ -55,13 +56,15 @@ def prompts_of(pair, dataset: str, n: int):
 
 
 def interleaved(args, device, variants: dict, timed: bool = False, pair=None, dataset: str | None = None,
-                models: dict | None = None) -> dict[str, list[dict]]:
+                models: dict | None = None, references: dict | None = None, settle=None) -> dict[str, list[dict]]:
     """Decode every prompt with every variant (name -> (method, options); `ar` among them), `args.repeats` times,
     the order alternating (A B .., .. B A) per prompt and repeat, after one warm-up decode per variant. Aborts
     when any output differs from ar's. Per variant, one dict per decode; with `timed`, also the forwards of
     its decode phase (those starting after prefill) from `forward_timer`, whose hooks cost ~µs per call.
     `pair` and `dataset` default to --pair and --dataset; `models` gives some variants models of their own
-    (e.g. another drafter for the same target)."""
+    (e.g. another drafter for the same target); `references` names, for some variants, another variant their
+    output must equal instead of ar's (None: none; each run then records whether it agreed with ar); `settle`, if
+    given, runs before every decode (e.g. waiting for another process's threads to go idle)."""
     pair = pair or load(args.pair, device, pack=args.pack_weights)
     prompts, samples = prompts_of(pair, dataset or args.dataset, args.prompts)
     settings = DecodeSettings(max_new_tokens=args.max_new_tokens, eos_token_ids=pair.eos_token_ids)
@@ -69,6 +72,8 @@ def interleaved(args, device, variants: dict, timed: bool = False, pair=None, da
     def once(name, prompt):
         generate, options = variants[name]
         chosen = (models or {}).get(name, pair.models)
+        if settle:
+            settle()
         with forward_timer(chosen) if timed else nullcontext([]) as calls:
             start = now(device)
             result = generate(chosen, prompt, settings, None, **options)
@@ -88,9 +93,14 @@ def interleaved(args, device, variants: dict, timed: bool = False, pair=None, da
             for name in list(variants) if (rep + i) % 2 == 0 else list(reversed(variants)):
                 outputs[name], run = once(name, prompt)
                 runs[name].append(dict(prompt=samples[i].id, **run))
-            wrong = [name for name, out in outputs.items() if out != outputs["ar"]]
+            references = references or {}
+            for name, out in outputs.items():
+                runs[name][-1]["agrees_with_ar"] = out == outputs["ar"]
+            wrong = [name for name, out in outputs.items() if references.get(name, "ar") is not None
+                     and out != outputs[references.get(name, "ar")]]
             if wrong:
-                raise SystemExit(f"ABORT: prompt {samples[i].id}: outputs of {', '.join(wrong)} differ from ar")
+                raise SystemExit(f"ABORT: prompt {samples[i].id}: outputs of {', '.join(wrong)} differ from "
+                                 f"{', '.join(sorted({references.get(n, 'ar') for n in wrong}))}")
     return runs
 
 
@@ -389,8 +399,57 @@ def bench_baseline(args, device) -> tuple[list[str], dict]:
     return rows, dict(runs=runs, ar_kind=ar_kind, best_sd=best_sd, best_hf=best_hf)
 
 
+def quiet_cpus(limit: float = 0.1, timeout_s: float = 5.0) -> None:
+    """Wait (up to `timeout_s`) until the CPUs are idle: a vLLM CPU server keeps a core spinning for about a second
+    after each request, which would slow whichever decode came next."""
+    from harness.kernels import busy_share
+
+    deadline = time.time() + timeout_s
+    while time.time() < deadline and (busy_share(0.1) or 0.0) > limit:
+        pass
+
+
+def bench_vllm(args, device) -> tuple[list[str], dict]:
+    """Our `sd` (transformers) against vLLM's `draft_model` speculation on the same pair, prompts and gamma at batch
+    1, with each side's `ar`: two vLLM servers (with and without speculation, conf/backend/vllm.yaml) stay up while
+    the four variants take turns per prompt, so drift hits all alike, each after the CPUs went quiet. vLLM's sd must match vLLM's ar token for token;
+    vLLM's ar against ours is engine agreement (reported, not required: other kernels may round differently)."""
+    from hydra import compose, initialize_config_dir
+
+    from harness import engine
+
+    with initialize_config_dir(str(PROJECT_ROOT / "conf"), version_base=None):
+        cfgs = {m: compose("config", overrides=["backend=vllm", f"pair={args.vllm_pair}", f"method={m}",
+                                                f"method.gamma={args.gamma}"] if m == "sd" else
+                           ["backend=vllm", f"pair={args.vllm_pair}", f"method={m}"]) for m in ("ar", "sd")}
+    pair = load(args.vllm_pair, device)
+    logs = args.out / "vllm-logs"
+    for name in cfgs:
+        (logs / name).mkdir(parents=True, exist_ok=True)
+    with engine.serving(cfgs["ar"], logs / "ar", pair.context) as (vllm_ar, info), \
+            engine.serving(cfgs["sd"], logs / "sd", pair.context) as (vllm_sd, sd_info):
+        variants = {"ar": (get_method("ar"), {}), f"sd_g{args.gamma}": (get_method("sd"), {"gamma": args.gamma}),
+                    "vllm ar": (vllm_ar, {}), f"vllm sd_g{args.gamma}": (vllm_sd, {})}
+        runs = interleaved(args, device, variants, pair=pair, settle=quiet_cpus,
+                           references={"vllm ar": None, f"vllm sd_g{args.gamma}": "vllm ar"})
+    med = {name: per_token(v) for name, v in runs.items()}
+    ours, theirs = med[f"sd_g{args.gamma}"], med[f"vllm sd_g{args.gamma}"]
+    agree = sum(r["agrees_with_ar"] for r in runs["vllm ar"])
+    rows = [f"## Our sd vs vLLM's draft_model speculation at batch 1: {setting(args).replace(args.pair, args.vllm_pair)}"
+            .replace("all outputs identical to ar", "vLLM's sd identical to vLLM's ar") +
+            f"; vLLM {info['version']}, one OpenAI-compatible server per variant, token-id prompts, streamed", "",
+            "| variant | median ms / new token | tau | vs our ar | vs its own ar |", "|---|---|---|---|---|"]
+    for name, v in runs.items():
+        own = "vllm ar" if name.startswith("vllm") else "ar"
+        rows.append(f"| {name} | {med[name] * 1e3:.1f} | {tau_of(v):.2f} | {med['ar'] / med[name]:.2f}x | "
+                    f"{med[own] / med[name]:.2f}x |")
+    rows += ["", f"**our sd vs vLLM sd: {theirs / ours:.2f}x** (time per new token of vLLM's draft_model / ours; "
+             f"> 1: ours is faster); vLLM's ar agreed with ours on {agree} of {len(runs['vllm ar'])} decodes"]
+    return rows, dict(runs=runs, engine=info, speculative_config=sd_info["speculative_config"])
+
+
 SECTIONS = {"baseline": bench_baseline, "sd": bench_sd, "hf": bench_hf, "overhead": bench_overhead, "cost": bench_cost, "kernels": bench_kernels,
-            "tabed": bench_tabed, "vocab": bench_vocab}
+            "tabed": bench_tabed, "vocab": bench_vocab, "vllm": bench_vllm}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -414,6 +473,8 @@ def main(argv: list[str] | None = None) -> int:
                          "empty: none)")
     ap.add_argument("--frspec", type=int, default=8192, help="FR-Spec slice size")
     ap.add_argument("--specvocab-k", default="384,768,1536", help="SpecVocab candidates per step (comma-separated)")
+    ap.add_argument("--vllm-pair", default="smollm2-135m__smol-llama-draft",
+                    help="pair of the vllm section (its draft must be one vLLM loads: a plain Llama)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--pack-weights", default="auto", choices=packing.CHOICES,
                     help="prepacked CPU linear weights, as the run setting pack_weights (the kernels section "

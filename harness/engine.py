@@ -66,10 +66,18 @@ def serve_folder(model_id: str) -> Path:
                        "smollm2-135m-instruct, smol-llama-draft (EAGLE-3 drafters come through pair.eagle.id)")
 
 
-def speculative_config(method_cfg, pair_cfg) -> dict | None:
+DRAFT_SAMPLE_METHODS = ("greedy", "probabilistic")
+
+
+def speculative_config(method_cfg, pair_cfg, backend_cfg=None) -> dict | None:
     """vLLM's --speculative-config for a method, or None (ar); a method or option vLLM has no equivalent for fails
-    here with one line naming it, never with a silent fallback to another method."""
+    here with one line naming it, never with a silent fallback to another method. A draft model's or drafter's
+    `draft_sample_method` (backend.draft_sample_method) is stated: vLLM's default, greedy, drafts the argmax also at
+    T > 0 and verifies it as a one-hot draft distribution (lossless in theory, less acceptance than sampling)."""
     name = method_cfg.name
+    sampling = (backend_cfg or {}).get("draft_sample_method") or "greedy"
+    if sampling not in DRAFT_SAMPLE_METHODS:
+        raise HarnessError(f"backend.draft_sample_method={sampling!r}; valid choices: {', '.join(DRAFT_SAMPLE_METHODS)}")
     if name not in METHODS:
         raise HarnessError(f"method {name!r} cannot run on backend=vllm (vLLM has no equivalent); methods it runs: "
                            f"{', '.join(METHODS)}; use backend=hf for {name}")
@@ -81,6 +89,9 @@ def speculative_config(method_cfg, pair_cfg) -> dict | None:
         return None
     gamma = int(method_cfg.gamma)
     if name == "hf_pld":  # transformers' prompt lookup matches n-grams of 2 tokens down to 1 (max_matching_ngram_size)
+        if sampling != "greedy":
+            raise HarnessError(f"backend.draft_sample_method={sampling!r} needs a draft model: ngram proposals have "
+                               "no distribution; use greedy with hf_pld")
         return {"method": "ngram", "num_speculative_tokens": gamma, "prompt_lookup_max": 2, "prompt_lookup_min": 1}
     if method_cfg.get("tree_width", 1) != 1:
         refuse("tree_width", method_cfg.tree_width, "chains (tree_width=1)")
@@ -89,7 +100,8 @@ def speculative_config(method_cfg, pair_cfg) -> dict | None:
             refuse("confidence", method_cfg.confidence, "a fixed gamma (confidence=0)")
         if not pair_cfg.get("draft"):
             raise HarnessError(f"pair {pair_cfg.name!r} has no draft model, which sd needs")
-        return {"method": "draft_model", "model": str(serve_folder(pair_cfg.draft.id)), "num_speculative_tokens": gamma}
+        return {"method": "draft_model", "model": str(serve_folder(pair_cfg.draft.id)), "num_speculative_tokens": gamma,
+                "draft_sample_method": sampling}
     if method_cfg.head != "checkpoint":
         refuse("head", method_cfg.head, "the drafter's own head (head=checkpoint)")
     if method_cfg.top_k:
@@ -98,7 +110,8 @@ def speculative_config(method_cfg, pair_cfg) -> dict | None:
         raise HarnessError(f"pair {pair_cfg.name!r} has no EAGLE-3 drafter (pair.eagle.id), which eagle needs")
     from harness.models import eagle_folder
 
-    return {"method": "eagle3", "model": str(eagle_folder(pair_cfg.eagle.id)), "num_speculative_tokens": gamma}
+    return {"method": "eagle3", "model": str(eagle_folder(pair_cfg.eagle.id)), "num_speculative_tokens": gamma,
+            "draft_sample_method": sampling}
 
 
 def engine_python(backend_cfg) -> Path:
@@ -323,7 +336,7 @@ def _seconds(ms):
 def serving(cfg, cell: Path, context: int | None):
     """A running server for the cell's method, as a method function (generate(models, prompt, settings, generator,
     **options)) that sends the prompt's ids and seed, and a dict of what env.json records about the engine."""
-    spec = speculative_config(cfg.method, cfg.pair)
+    spec = speculative_config(cfg.method, cfg.pair, cfg.backend)
     folder = serve_folder(cfg.pair.target.id)
     argv = server_command(cfg, spec, folder, context, free_port())
     env = {**os.environ, **SERVER_ENV, "VLLM_CPU_KVCACHE_SPACE": str(cfg.backend.kv_cache_gb)}
@@ -338,6 +351,5 @@ def serving(cfg, cell: Path, context: int | None):
             return as_result(reply)
 
         info = {"name": "vllm", "version": server.version(), "command": argv, "speculative_config": spec,
-                "draft_sample_method": "greedy (vLLM's default: drafts propose their argmax, also at T > 0)"
-                if spec else None}
+                "draft_sample_method": spec.get("draft_sample_method") if spec else None}
         yield generate, info

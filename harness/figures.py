@@ -326,8 +326,9 @@ def claims_figure(table: pd.DataFrame):
 def concurrency_figure(df):
     """A serving engine's cells at several concurrencies (backend.concurrency): output throughput per method, and
     its ratio to the engine's ar at the same concurrency (the speedup users see shrink as batches fill up)."""
-    engine = df[df.backend != "hf"].assign(base=lambda d: d.method.str.partition("@")[0] + "@" +
-                                           d.backend.str.replace(r"-c\d+$", "", regex=True))
+    engine = df[(df.backend != "hf") & (df.get("request_rate", 0) == 0)]  # all at once: no arrival process
+    engine = engine.assign(base=lambda d: d.method.str.partition("@")[0] + "@" +
+                           d.backend.str.replace(r"-c\d+$", "", regex=True))
     if engine.concurrency.nunique() < 2:
         return None
     s = summarize(engine, ["pair", "dataset", "base", "concurrency"]).rename(columns={"base": "method"})

@@ -41,12 +41,15 @@ IDENTITY_KEYS = ("backend", "method", "pair", "dataset", "max_new_tokens", "temp
 
 
 def backend_tag(backend) -> str:
-    """How a cell's directory and report rows name its backend: "" for our own loops (hf), else the engine and
-    its concurrency when above 1 (`vllm`, `vllm-c8`)."""
+    """How a cell's directory and report rows name its backend: "" for our own loops (hf), else the engine, its
+    concurrency when above 1, its request rate when set, and drafts sampled from the draft's distribution when asked
+    (`vllm`, `vllm-c8`, `vllm-c8-r2`, `vllm-c8-probabilistic`)."""
     if backend is None or backend.get("name", "hf") == "hf":
         return ""
-    c = backend.get("concurrency") or 1
-    return backend["name"] + (f"-c{c}" if c > 1 else "")
+    c, rate = backend.get("concurrency") or 1, backend.get("request_rate")
+    sampling = backend.get("draft_sample_method") or "greedy"
+    return (backend["name"] + (f"-c{c}" if c > 1 else "") + (f"-r{rate:g}" if rate else "")
+            + (f"-{sampling}" if sampling != "greedy" else ""))
 
 
 def cell_dir(cfg) -> Path:
@@ -271,7 +274,7 @@ def metrics(records, paired: bool = False) -> dict:
         "acceptance_rate": _div(sum(accepted), sum(drafted)),
         "position_acceptance": position_acceptance(accepted, drafted),
         "prefill_s": prefill, "decode_s": decode, "wall_s": wall, "prefill_share": _div(prefill, wall),
-        "tokens_per_s": _div(new, wall), "throughput_tokens_per_s": throughput(ok),
+        "tokens_per_s": _div(new, wall), "throughput_tokens_per_s": throughput(ok), **latency_percentiles(ok),
     }
     if paired:
         twins = [r for r in ok if _given(r.get("ar_wall_s"))]
@@ -293,6 +296,18 @@ def throughput(ok: list[dict]) -> float:
         return float("nan")
     span = max(r["started_at"] + walltime(r) for r in timed) - min(r["started_at"] for r in timed)
     return _div(sum(r["new_tokens"] for r in timed), span)
+
+
+def latency_percentiles(ok: list[dict]) -> dict:
+    """Median and 99th percentile over records of TTFT (time to the first new token: the prefill) and TPOT (time
+    per output token after the first), in ms, as `vllm bench serve` reports them; NaN without such records."""
+    ttft = [r["prefill_s"] * 1e3 for r in ok]
+    tpot = [r["decode_s"] * 1e3 / (r["new_tokens"] - 1) for r in ok if r["new_tokens"] > 1]
+    out = {}
+    for name, values in (("ttft", ttft), ("tpot", tpot)):
+        for q in (50, 99):
+            out[f"{name}_p{q}_ms"] = float(np.percentile(values, q)) if values else float("nan")
+    return out
 
 
 def engine_agreement(ok: list[dict]) -> float:

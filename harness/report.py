@@ -68,6 +68,7 @@ def cell_identity(cfg: dict, summary: dict | None) -> dict:
             "group": d.get("group") or "other", "task": d.get("second_turn") or "",
             "method": m["tag"] + (f"@{engine}" if engine else ""), "backend": engine or "hf",
             "concurrency": (cfg.get("backend") or {}).get("concurrency") or 1,
+            "request_rate": float((cfg.get("backend") or {}).get("request_rate") or 0.0),  # 0: all at once
             "hf_settings": json.dumps(settings, sort_keys=True),  # the same cell's settings on our own loops
             "settings": json.dumps({**settings, **({"backend": engine} if engine else {})}, sort_keys=True),
             "method_name": m["name"], "modes": m.get("drafts") or m.get("drafting") or "",
@@ -281,9 +282,10 @@ def second_turn(df: pd.DataFrame) -> tuple[dict[str, pd.DataFrame], pd.DataFrame
 # --- rendering -----------------------------------------------------------------------------------------
 
 CELL_COLUMNS = ["name", "turn", "n_ok", "n_failed", "new_tokens", "tau", "acceptance_rate", "speedup", "speedup_ci",
-                "speedup_mean", "tokens_per_s", "throughput_tokens_per_s", "prefill_s", "decode_s", "lossless",
-                "agrees_with_hf"]
-ENGINE_COLUMNS = ("throughput_tokens_per_s", "agrees_with_hf")  # shown where a serving engine's cells are
+                "speedup_mean", "tokens_per_s", "throughput_tokens_per_s", "ttft_p50_ms", "ttft_p99_ms", "tpot_p50_ms",
+                "tpot_p99_ms", "prefill_s", "decode_s", "lossless", "agrees_with_hf"]
+ENGINE_COLUMNS = ("throughput_tokens_per_s", "ttft_p50_ms", "ttft_p99_ms", "tpot_p50_ms", "tpot_p99_ms",
+                  "agrees_with_hf")  # shown where a serving engine's cells are
 
 
 def render_cells(cells: pd.DataFrame) -> str:
@@ -391,7 +393,7 @@ def baseline_strength(root: Path) -> str:
             lines.append(f"- ar vs transformers generate: {b['ratio']:.2f}× (95% interval {b['ratio_lo']:.2f}–"
                          f"{b['ratio_hi']:.2f}; {pair}, {summary['dataset']}, {machine}: {b['ar_ms_per_token']:.2f} vs "
                          f"{b['generate_ms_per_token']:.2f} ms/token over {b['prompts']} prompts × "
-                         f"{b['max_new_tokens']} tokens × {b['repeats']}, interleaved)")
+                         f"{b['max_new_tokens']} tokens × {b['repeats']}, interleaved; {b.get('generate', 'generate()')})")
             continue
         ratios = sorted(b["ratio"] for _, b in cells)
         datasets = sorted({s["dataset"] for s, _ in cells})

@@ -7,9 +7,10 @@ import dataclasses
 import json
 import logging
 import math
+import random
 import time
 import traceback
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, as_completed, wait
 from pathlib import Path
 
 import torch
@@ -163,9 +164,12 @@ def check_settings(cfg) -> dict:
     if cfg.backend.name != "hf":
         from harness import engine
 
-        engine.speculative_config(cfg.method, cfg.pair)  # a method or option the engine cannot run fails here
+        engine.speculative_config(cfg.method, cfg.pair, cfg.backend)  # a method or option the engine cannot run fails here
         if not integer(cfg.backend.concurrency) or cfg.backend.concurrency < 1:
             raise HarnessError(f"backend.concurrency={cfg.backend.concurrency!r}: need an integer >= 1")
+        rate = cfg.backend.get("request_rate")
+        if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate > 0):
+            raise HarnessError(f"backend.request_rate={rate!r}: need requests per second > 0, or null (all at once)")
     return dict(max_new_tokens=cfg.max_new_tokens, temperature=float(cfg.temperature), top_p=float(cfg.top_p))
 
 
@@ -195,20 +199,33 @@ def measure_step_costs(pair: Pair, generate, options: dict, sample: Sample | Non
         return {"skipped": f"{type(err).__name__}: {err}"}
 
 
-def as_finished(todo: list[tuple[int, Sample]], decode, concurrency: int):
+def as_finished(todo: list[tuple[int, Sample]], decode, concurrency: int, request_rate: float | None = None,
+                seed: int = 0):
     """The records of each (index, sample) to decode: one sample after another, or with a serving engine up to
-    `concurrency` samples in flight at once (the engine batches them), each yielded as it finishes."""
-    if concurrency == 1:
+    `concurrency` samples in flight at once (the engine batches them), each yielded as it finishes. With a
+    `request_rate` (requests per second) the samples arrive as a Poisson process (exponential gaps, seeded by
+    `seed`), as `vllm bench serve --request-rate` sends them, and wait for a free slot when `concurrency` are in
+    flight; without one they are all sent at once."""
+    if concurrency == 1 and not request_rate:
         for index, sample in todo:
             yield decode(index, sample)
         return
+    arrivals = random.Random(seed)
     with ThreadPoolExecutor(concurrency) as pool:
-        futures = [pool.submit(decode, index, sample) for index, sample in todo]
+        pending = set()
         try:
-            for future in as_completed(futures):
+            for index, sample in todo:
+                if request_rate and pending:  # the first request goes at once, the others after exponential gaps
+                    deadline = time.perf_counter() + arrivals.expovariate(request_rate)
+                    while pending and deadline > time.perf_counter():
+                        done, pending = wait(pending, timeout=deadline - time.perf_counter(), return_when=FIRST_COMPLETED)
+                        yield from (future.result() for future in done)
+                    time.sleep(max(0.0, deadline - time.perf_counter()))
+                pending.add(pool.submit(decode, index, sample))
+            for future in as_completed(pending):
                 yield future.result()
         finally:
-            for future in futures:  # stopped early (a setup fault, Ctrl-C): start no more
+            for future in pending:  # stopped early (a setup fault, Ctrl-C): start no more
                 future.cancel()
 
 
@@ -329,7 +346,8 @@ def _decode_cell(cfg, cell: Path, settings_base: dict, loaded, pair: Pair, gener
             return decode_sample(pair, generate, options, sample, settings, cfg.seed + index, first.get(sample.id))
 
         concurrency = cfg.backend.get("concurrency") or 1
-        for decoded, recs in enumerate(as_finished(todo, decode, concurrency), start=1):
+        arriving = as_finished(todo, decode, concurrency, cfg.backend.get("request_rate"), cfg.seed)
+        for decoded, recs in enumerate(arriving, start=1):
             bar.update()
             append_sample(f, recs)
             records.extend(recs)

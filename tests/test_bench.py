@@ -96,3 +96,31 @@ def test_baseline_section_names_the_rows_a_script_reads(tmp_path, random_pair_di
         assert row in table
     raw = json.loads((tmp_path / "bench" / "raw.json").read_text())["baseline"]["data"]
     assert raw["ar_kind"] in ("dense", "packed") and raw["best_sd"].startswith("sd")
+
+
+def test_interleaving_checks_each_variant_against_its_own_reference(tmp_path, random_pair_dir):
+    """How the vllm section holds an engine's sd to the engine's ar (and only reports its agreement with ours):
+    a variant that differs from ar aborts the benchmark unless its reference says otherwise."""
+    import argparse
+
+    import pytest
+
+    from harness import bench
+    from methods import Result, get_method
+
+    pair = tmp_path / "pair.yaml"
+    pair.write_text(yaml.safe_dump({"name": "tiny-random", "target": {"id": str(random_pair_dir / "target")},
+                                    "draft": {"id": str(random_pair_dir / "draft")}}))
+    args = argparse.Namespace(pair=str(pair), dataset="tiny", prompts=2, repeats=1, max_new_tokens=6,
+                              pack_weights="false")
+
+    def other(models, prompt, settings, generator=None):  # another engine whose kernels round differently
+        return Result([[7] * settings.max_new_tokens], dict(prefill_s=0.01, decode_s=0.01, target_calls=6))
+
+    variants = {"ar": (get_method("ar"), {}), "other ar": (other, {}), "other sd": (other, {})}
+    settled = []
+    runs = bench.interleaved(args, bench.resolve_device("cpu"), variants, settle=lambda: settled.append(1),
+                             references={"other ar": None, "other sd": "other ar"})
+    assert [r["agrees_with_ar"] for r in runs["other ar"]] == [False, False] and len(settled) == 3 + 3 * 2
+    with pytest.raises(SystemExit, match="outputs of other sd differ from ar"):
+        bench.interleaved(args, bench.resolve_device("cpu"), variants, references={"other ar": None})

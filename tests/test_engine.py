@@ -37,6 +37,9 @@ def test_methods_map_onto_vllms_speculative_configs():
     assert speculative_config(cfg("method=ar").method, cfg().pair) is None
     sd = speculative_config(cfg("method=sd", "method.gamma=3").method, cfg().pair)
     assert sd["method"] == "draft_model" and sd["num_speculative_tokens"] == 3 and Path(sd["model"]).is_dir()
+    assert sd["draft_sample_method"] == "greedy"  # vLLM's default, stated in every record
+    c = cfg("method=sd", "backend.draft_sample_method=probabilistic")
+    assert speculative_config(c.method, c.pair, c.backend)["draft_sample_method"] == "probabilistic"
     eagle = speculative_config(cfg("method=eagle").method, cfg().pair)
     assert eagle["method"] == "eagle3" and eagle["model"].endswith("smol-eagle3-r8192")
     pld = speculative_config(cfg("method=hf_pld").method, cfg().pair)
@@ -50,11 +53,14 @@ def test_methods_map_onto_vllms_speculative_configs():
     (["method=sd", "method.confidence=0.4"], "method.confidence=0.4 has no vLLM equivalent"),
     (["method=eagle", "method.top_k=8"], "method.top_k=8 has no vLLM equivalent"),
     (["method=eagle", "method.head=full"], "method.head='full' has no vLLM equivalent"),
+    (["method=sd", "backend.draft_sample_method=top"], "backend.draft_sample_method='top'; valid choices: greedy, "
+                                                        "probabilistic"),
+    (["method=hf_pld", "backend.draft_sample_method=probabilistic"], "needs a draft model"),
 ])
 def test_a_method_vllm_cannot_run_fails_with_one_line(overrides, says):
     c = cfg(*overrides)
     with pytest.raises(HarnessError, match=re.escape(says)):
-        speculative_config(c.method, c.pair)
+        speculative_config(c.method, c.pair, c.backend)
 
 
 def test_the_cli_refuses_such_a_method_before_anything_loads(tmp_path):
@@ -207,6 +213,34 @@ def test_concurrent_samples_keep_at_most_concurrency_in_flight_and_all_finish():
     assert sorted(done) == sorted(s for _, s in todo) and peak[0] == 3
 
 
+def test_a_request_rate_spaces_arrivals_as_a_seeded_poisson_process():
+    import random
+    import threading
+
+    from harness.run import as_finished
+
+    lock, live, peak, starts = threading.Lock(), [0], [0], {}
+
+    def decode(index, sample):
+        with lock:
+            starts[index] = time.perf_counter()
+            live[0] += 1
+            peak[0] = max(peak[0], live[0])
+        time.sleep(0.05)
+        with lock:
+            live[0] -= 1
+        return [{"id": sample, "turn": 0}]
+
+    todo = [(i, f"s{i}") for i in range(8)]
+    done = [r[0]["id"] for r in as_finished(todo, decode, 2, request_rate=40.0, seed=3)]
+    assert sorted(done) == sorted(s for _, s in todo) and peak[0] <= 2
+    gaps = random.Random(3)
+    due = 0.0
+    for i in range(1, 8):  # each request starts no earlier than the sum of its seeded gaps
+        due += gaps.expovariate(40.0)
+        assert starts[i] - starts[0] >= due - 1e-3
+
+
 def test_throughput_spans_the_first_start_to_the_last_end():
     from harness.records import metrics
 
@@ -216,6 +250,10 @@ def test_throughput_spans_the_first_start_to_the_last_end():
     assert m["throughput_tokens_per_s"] == pytest.approx(20 / 3) and m["tokens_per_s"] == pytest.approx(20 / 4)
     assert metrics([{**rec, "id": "a"}])["throughput_tokens_per_s"] != metrics([{**rec, "id": "a"}])[
         "throughput_tokens_per_s"]  # NaN: our own loops record no start times
+    slow = {**rec, "id": "c", "prefill_s": 2.5, "decode_s": 9.0}  # TPOT 1 s against 1/6 s
+    m = metrics([{**rec, "id": str(i)} for i in range(99)] + [slow])
+    assert m["ttft_p50_ms"] == pytest.approx(500) and 500 < m["ttft_p99_ms"] < 2500
+    assert m["tpot_p50_ms"] == pytest.approx(1500 / 9) and m["tpot_p99_ms"] > m["tpot_p50_ms"]
 
 
 def homogeneity_pvalue(a: dict, b: dict) -> float:
