@@ -82,7 +82,7 @@ zoo-reduced: setup   # EAGLE-3's reduced-vocabulary heads (N = 8192, 16384), war
 zoo-vlm: setup   # rebuild tiny-llava (target vision tower + projector, distilled draft)
 	$(PY) -m harness.train.vlm
 
-bench: setup
+bench: setup setup-vllm   # section vllm times vLLM's draft_model beside our sd
 	$(PY) -m harness.bench
 
 bench-gpu: setup   # cost-model components at real model sizes (random weights), fp16, CUDA events
