@@ -169,6 +169,14 @@ def test_smoke_build(tmp_path):
     assert set(build["tau"]) == {"grounded/M", "grounded/T", "texty/M", "texty/T"}
     draft, processor = tiny_llava.load_draft(torch.float32, tmp_path / "weights")
     assert draft.config.text_config.hidden_size == 32 and processor.tokenizer.convert_tokens_to_ids("<image>") == 49152
+    assert set(build["tau"]["texty/M"]["tau_by_kind"]) <= {"story", "text_image"}
+    # a new draft for the same target: the target's files are kept, the draft is another
+    train_vlm.main(["--smoke", "--work", str(tmp_path), "--out", str(tmp_path / "w2"), "--target-from",
+                    str(tmp_path / "weights"), "--draft-layers", "2", "--draft-mixture", "grounded"])
+    kept = {f.name: f.read_bytes() for f in (tmp_path / "weights" / "target").iterdir()}
+    assert kept == {f.name: f.read_bytes() for f in (tmp_path / "w2" / "target").iterdir()}
+    assert tiny_llava.load_draft(torch.float32, tmp_path / "w2")[0].config.text_config.num_hidden_layers == 2
+    assert json.loads((tmp_path / "w2" / "build.json").read_text())["target_train"].startswith("kept from")
 
 
 def test_save_weights_splits_tensors_bigger_than_a_file(tmp_path):

@@ -3,6 +3,7 @@ a small LLaVA draft distilled from it.
 
     python -m harness.train.vlm            # full build (~70 min on 2 CPU cores), writes weights/tiny-llava/
     python -m harness.train.vlm --smoke    # end-to-end check in seconds on a tiny budget
+    python -m harness.train.vlm --target-from harness/zoo/weights/tiny-llava --out DIR   # a new draft only
 
 Stages (each resumable; intermediate files under `<cache_root>/tiny-llava/`, keyed by their settings):
   1. data     render-free sample lists from harness.train.vlm_data: the target's training set, the draft's
@@ -34,6 +35,7 @@ import json
 import math
 import random
 import re
+import shutil
 import time
 from pathlib import Path
 
@@ -439,6 +441,12 @@ def stage_draft(args, work: Path, enc: Encoder, target, samples: list[dict], ans
     return draft, dict(views=counts, final_loss=final)
 
 
+# The draft's image kinds: the target's mixture, or one where the image decides a short answer more often.
+DRAFT_MIXTURES = {"default": vlm_data.MIXTURE,
+                  "grounded": {**vlm_data.MIXTURE, **{k: 3 * vlm_data.MIXTURE[k] for k in (vlm_data.count, vlm_data.color,
+                                                                                           vlm_data.exists)}}}
+
+
 # --- 7. eval ------------------------------------------------------------------------------------------------
 
 WORDS = {"count": vlm_data.NUMBERS, "color": scenes.SHAPE_COLORS + sorted(scenes.BACKGROUNDS)}
@@ -498,15 +506,20 @@ def stage_tau(args, target, draft, enc: Encoder) -> dict:
         samples = samples[: args.n_tau]
         for mode in ("M", "T"):
             tokens = calls = same = 0
+            by_kind = {}
             for s in tqdm(samples, desc=f"[7/7 eval] tau {name} {mode}", unit="sample"):
                 prompt = pair.encode([{"role": "user", "content": s["question"], "n_images": len(s["images"])}],
                                      [scenes.render(x) for x in s["images"]])
                 res = get_method("sd")(pair.models, prompt, settings, None, gamma=5, drafting=mode)
                 tokens += len(res.tokens[0])
                 calls += res.stats["target_calls"]
+                kind = by_kind.setdefault(s["kind"], [0, 0])
+                kind[0] += len(res.tokens[0])
+                kind[1] += res.stats["target_calls"]
                 if mode == "M":
                     same += get_method("ar")(pair.models, prompt, settings).tokens == res.tokens
-            out[f"{name}/{mode}"] = dict(n=len(samples), tau=tokens / calls, new_tokens=tokens)
+            out[f"{name}/{mode}"] = dict(n=len(samples), tau=tokens / calls, new_tokens=tokens,
+                                         tau_by_kind={k: round(t / c, 3) for k, (t, c) in sorted(by_kind.items())})
             if mode == "M":
                 out[f"{name}/{mode}"]["identical_to_ar"] = f"{same}/{len(samples)}"
     return out
@@ -540,6 +553,12 @@ def main(argv=None):
     ap.add_argument("--draft-batch", type=int, default=24)
     ap.add_argument("--draft-lr", type=float, default=2e-3)
     ap.add_argument("--draft-max-m-images", type=int, default=2, help="samples with more images train as T views only")
+    ap.add_argument("--draft-layers", type=int, help=f"draft decoder layers (default {tiny_llava.DRAFT_TEXT['num_hidden_layers']})")
+    ap.add_argument("--draft-mixture", choices=sorted(DRAFT_MIXTURES), default="default",
+                    help="the draft's image kinds: the target's mixture (default), or one with 3x the counting, "
+                         "colour and yes/no questions, whose short answers the image decides (grounded)")
+    ap.add_argument("--target-from", type=Path, help="a tiny-llava weights folder whose target to keep (stages 2-4 "
+                                                     "then answer only the draft's text prompts)")
     ap.add_argument("--p-views", type=float, default=0.2, help="share of multimodal samples also trained pooled (P)")
     ap.add_argument("--ckpt-every", type=int, default=50)
     ap.add_argument("--n-accuracy", type=int, default=160)
@@ -548,7 +567,7 @@ def main(argv=None):
     ap.add_argument("--no-eval", action="store_true")
     ap.add_argument("--until", choices=["data", "text", "target", "answers", "draft"], help="stop after this stage")
     args = ap.parse_args(argv)
-    args.vision, args.draft_text = None, None
+    args.vision, args.draft_text = None, ({"num_hidden_layers": args.draft_layers} if args.draft_layers else None)
     if args.smoke:
         args.n_target, args.n_draft, args.text_max_new, args.text_label_tokens, args.answer_max_new = 12, 8, 4, 4, 4
         args.gen_batch, args.target_steps, args.target_batch, args.draft_steps, args.draft_batch = 8, 2, 4, 2, 4
@@ -557,7 +576,7 @@ def main(argv=None):
         args.vision = {**tiny_llava.VISION, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
                        "num_attention_heads": 2, "projection_dim": 32}
         args.draft_text = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                               num_key_value_heads=1)
+                               num_key_value_heads=1, **(args.draft_text or {}))
     root = smollm2.cache_root() / ("tiny-llava-smoke" if args.smoke else "tiny-llava")
     work = args.work or root
     out = args.out or (work / "weights" if args.smoke else tiny_llava.WEIGHTS_DIR)
@@ -566,7 +585,8 @@ def main(argv=None):
 
     t = time.time()
     train = vlm_data.make_samples("train", args.n_target, args.seed)
-    draft_set = vlm_data.make_samples("draft", args.n_draft, args.seed, text_share=args.draft_text_share)
+    draft_set = vlm_data.make_samples("draft", args.n_draft, args.seed, DRAFT_MIXTURES[args.draft_mixture],
+                                      text_share=args.draft_text_share)
     build["data"] = dict(target_kinds={k: sum(s["kind"] == k for s in train) for k in sorted({s["kind"] for s in train})},
                          draft_kinds={k: sum(s["kind"] == k for s in draft_set) for k in sorted({s["kind"] for s in draft_set})})
     times["data_s"] = time.time() - t
@@ -575,20 +595,30 @@ def main(argv=None):
         return
 
     t = time.time()
-    text_samples = [s for s in train + draft_set if s["kind"] in ("text", "text_image")]
+    text_samples = [s for s in ([] if args.target_from else train) + draft_set if s["kind"] in ("text", "text_image")]
 
     def smol():
         return tiny_llava.build_target(half_dtype()).eval()
 
-    text = generate_all(smol, enc, text_samples, work / f"text-{digest(half_dtype(), args.seed, args.n_target, args.n_draft, args.draft_text_share, args.text_max_new, args.topk)}",
+    text_key = digest(half_dtype(), args.seed, args.n_target, args.n_draft, args.draft_text_share, args.text_max_new,
+                      args.topk, *([args.draft_mixture, "draft-only"] if args.target_from else []))
+    text = generate_all(smol, enc, text_samples, work / f"text-{text_key}",
                         "[2/7 text] SmolLM2 answers", args.text_max_new, args.topk, args.gen_batch, use_images=False)
     times["text_s"] = time.time() - t
     if args.until == "text":
         return
 
     t = time.time()
-    target, build["target_train"] = stage_target(args, work, enc, train, text)
-    tiny_llava.save_weights(tiny_llava.target_parts(target), out / "target", target.config)
+    if args.target_from:  # kept as it is: its committed files, copied
+        target = tiny_llava.load_target(torch.float32, args.target_from)[0]
+        build["target_train"] = f"kept from {args.target_from}"
+        (out / "target").mkdir(parents=True, exist_ok=True)
+        for f in (args.target_from / "target").iterdir():
+            if f.resolve() != (out / "target" / f.name).resolve():
+                shutil.copy2(f, out / "target" / f.name)
+    else:
+        target, build["target_train"] = stage_target(args, work, enc, train, text)
+        tiny_llava.save_weights(tiny_llava.target_parts(target), out / "target", target.config)
     times["target_s"] = time.time() - t
     if args.until == "target":
         return
@@ -596,7 +626,8 @@ def main(argv=None):
     t = time.time()
     image_samples = [s for s in draft_set if s["images"]]
     key = digest(half_dtype(), sorted(tiny_llava.target_parts(target).items())[0][1].sum().item(), args.seed, args.n_draft,
-                 args.answer_max_new, args.topk, args.draft_text_share)
+                 args.answer_max_new, args.topk, args.draft_text_share,
+                 *([args.draft_mixture] if args.draft_mixture != "default" else []))
 
     def trained():
         return tiny_llava.load_target(half_dtype(), out)[0]
