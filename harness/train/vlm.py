@@ -575,8 +575,8 @@ def main(argv=None):
         args.ckpt_every, args.n_accuracy, args.n_tau, args.eval_tokens, args.topk = 1, 8, 1, 6, 4
         args.vision = {**tiny_llava.VISION, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
                        "num_attention_heads": 2, "projection_dim": 32}
-        args.draft_text = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                               num_key_value_heads=1, **(args.draft_text or {}))
+        args.draft_text = {**dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                                  num_key_value_heads=1), **(args.draft_text or {})}
     root = smollm2.cache_root() / ("tiny-llava-smoke" if args.smoke else "tiny-llava")
     work = args.work or root
     out = args.out or (work / "weights" if args.smoke else tiny_llava.WEIGHTS_DIR)
