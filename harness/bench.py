@@ -59,13 +59,14 @@ def interleaved(args, device, variants: dict, timed: bool = False, pair=None, da
                 models: dict | None = None, references: dict | None = None, settle=None) -> dict[str, list[dict]]:
     """Decode every prompt with every variant (name -> (method, options); `ar` among them), `args.repeats` times,
     the order alternating (A B .., .. B A) per prompt and repeat, after one warm-up decode per variant. Aborts
-    when any output differs from ar's. Per variant, one dict per decode; with `timed`, also the forwards of
+    when an output differs from its reference's (ar's unless `references` says otherwise). Per variant, one dict per decode; with `timed`, also the forwards of
     its decode phase (those starting after prefill) from `forward_timer`, whose hooks cost ~µs per call.
     `pair` and `dataset` default to --pair and --dataset; `models` gives some variants models of their own
     (e.g. another drafter for the same target); `references` names, for some variants, another variant their
     output must equal instead of ar's (None: none; each run then records whether it agreed with ar); `settle`, if
     given, runs before every decode (e.g. waiting for another process's threads to go idle)."""
     pair = pair or load(args.pair, device, pack=args.pack_weights)
+    references = references or {}
     prompts, samples = prompts_of(pair, dataset or args.dataset, args.prompts)
     settings = DecodeSettings(max_new_tokens=args.max_new_tokens, eos_token_ids=pair.eos_token_ids)
 
@@ -93,7 +94,6 @@ def interleaved(args, device, variants: dict, timed: bool = False, pair=None, da
             for name in list(variants) if (rep + i) % 2 == 0 else list(reversed(variants)):
                 outputs[name], run = once(name, prompt)
                 runs[name].append(dict(prompt=samples[i].id, **run))
-            references = references or {}
             for name, out in outputs.items():
                 runs[name][-1]["agrees_with_ar"] = out == outputs["ar"]
             wrong = [name for name, out in outputs.items() if references.get(name, "ar") is not None
