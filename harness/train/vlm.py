@@ -355,23 +355,24 @@ def view_embeds(draft, enc: Encoder, row: dict, view: str) -> torch.Tensor:
 
     ids = torch.tensor(row["prompt"] + row["response"])
     embed = draft.get_input_embeddings()
+    slots = ids == enc.image_id  # image placeholders of the prompt; an answer may spell "<image>" as a plain token
+    slots[len(row["prompt"]):] = False
     if view == "T" or not row["images"]:  # T: each image's run of placeholders becomes one newline
         keep = torch.ones_like(ids, dtype=torch.bool)
-        for run in (ids == enc.image_id).nonzero().flatten().split(IMAGE_TOKENS):
+        for run in slots.nonzero().flatten().split(IMAGE_TOKENS):
             keep[run[1:]] = False
-        return embed(ids.masked_fill(ids == enc.image_id, NEWLINE)[keep])
+        return embed(ids.masked_fill(slots, NEWLINE)[keep])
     with torch.no_grad():
         pixels = enc.pixels(row["images"])
     pool = 2 if view == "P" else 1
     feats = vision_features(draft, pixels, pool)  # [n_images, tokens, d]
     if pool > 1:  # keep one image token per pooled feature
         keep = torch.ones_like(ids, dtype=torch.bool)
-        runs = (ids == enc.image_id).nonzero().flatten().split(IMAGE_TOKENS)
-        for run in runs:
+        for run in slots.nonzero().flatten().split(IMAGE_TOKENS):
             keep[run[feats.shape[1]:]] = False
-        ids = ids[keep]
+        ids, slots = ids[keep], slots[keep]
     e = embed(ids)
-    return e.masked_scatter((ids == enc.image_id)[:, None], feats.reshape(-1, e.shape[-1]).to(e.dtype))
+    return e.masked_scatter(slots[:, None], feats.reshape(-1, e.shape[-1]).to(e.dtype))
 
 
 def draft_loss(draft, enc: Encoder, views: list[tuple[dict, str]]):
