@@ -328,7 +328,7 @@ def concurrency_figure(df):
     its ratio to the engine's ar at the same concurrency (the speedup users see shrink as batches fill up)."""
     engine = df[(df.backend != "hf") & (df.get("request_rate", 0) == 0)]  # all at once: no arrival process
     engine = engine.assign(base=lambda d: d.method.str.partition("@")[0] + "@" +
-                           d.backend.str.replace(r"-c\d+$", "", regex=True))
+                           d.backend.str.replace(r"-c\d+(?=-|$)", "", regex=True))
     if engine.concurrency.nunique() < 2:
         return None
     s = summarize(engine, ["pair", "dataset", "base", "concurrency"]).rename(columns={"base": "method"})
