@@ -6,6 +6,8 @@ as PNG and PDF, by default into RESULTS_DIR/figures/:
   acceptance       per-position acceptance: the fraction of blocks whose first i drafts were all accepted
   tabed_weights_*  TABED's weight on each drafting mode, block by block, for a few samples (one file per
                    TABED method; --samples ID,... picks them, else the longest answers of distinct datasets)
+  tabed_weight_trend_*  the same weights averaged over each dataset's samples at block 1, 2, ..., with the
+                   single modes' tau where the run has them: do the weights move toward the better mode?
   cost_model       measured speedup against the draft step cost c, with the cost model S = tau / (v + gamma c)
   claims           with --claims NAME: measured next to each published claim of conf/claims/NAME.yaml (the
                    claimed value with its tolerance band; not comparable claims greyed, with why: harness.claims)
@@ -184,6 +186,43 @@ def weights_figure(df, method: str, samples: list[str] | None = None):
         ax.set_xlabel("block")
         ax.grid(False)
     axes[0][0].set_ylabel(f"{method_names(df)[method]} weight")
+    axes[0][0].legend(ncol=len(modes), loc="lower left", bbox_to_anchor=(0, 1.12), borderaxespad=0)
+    return fig
+
+
+def single_mode_tau(df, dataset: str) -> dict[str, float]:
+    """tau of each one-mode `sd` cell on `dataset` (new tokens / target calls over its ok records), by mode."""
+    cells = df[(df.dataset == dataset) & (df.method_name == "sd") & (df.modes.str.len() == 1) & (df.status == "ok")]
+    return {m: g.new_tokens.sum() / g.target_calls.sum() for m, g in cells.groupby("modes") if g.target_calls.sum()}
+
+
+def weights_trend_figure(df, method: str, min_samples: int = 3):
+    """TABED's mean weight on each mode at block 1, 2, ... over a dataset's samples (blocks that a quarter of
+    them, and at least `min_samples`, reach: the tail of a few long answers is noise), one panel per dataset; the title names the better single mode where the run
+    has one-mode sd cells beside it, so the figure shows whether the weights move toward it."""
+    recs = df[(df.method == method) & (df.status == "ok") & (df.weights.map(len) > 0)]
+    if recs.empty:
+        return None
+    sets = [d for _, d in dataset_order(recs)]
+    fig = Figure(figsize=(COLUMN if len(sets) == 1 else PAGE, 1.9))
+    axes = fig.subplots(1, len(sets), sharey=True, squeeze=False)
+    for ax, dataset in zip(axes[0], sets):
+        rows = [np.asarray(w) for w in recs[recs.dataset == dataset].weights]
+        modes = recs[recs.dataset == dataset].modes.iloc[0]
+        enough = max(min_samples, len(rows) / 4)
+        n_blocks = max((b for b in range(1, max(map(len, rows)) + 1) if sum(len(w) >= b for w in rows) >= enough),
+                       default=1)
+        blocks = np.arange(1, n_blocks + 1)
+        mean = np.stack([np.mean([w[b - 1] for w in rows if len(w) >= b], axis=0) for b in blocks])  # [blocks, modes]
+        for i, mode in enumerate(modes):
+            ax.plot(blocks, mean[:, i], color=MODE_COLOURS.get(mode, "#999999"), lw=1.2, label=MODE_NAMES.get(mode, mode))
+        taus = single_mode_tau(df, dataset)
+        best = max(taus, key=taus.get) if taus else None
+        ax.set_title(f"{dataset} ({len(rows)})" + (f"; sd tau {', '.join(f'{m} {t:.2f}' for m, t in taus.items())}"
+                                                    if best else ""), loc="left")
+        ax.set_xlabel("block")
+        ax.set_ylim(0, 1)
+    axes[0][0].set_ylabel(f"mean {method_names(df)[method]} weight")
     axes[0][0].legend(ncol=len(modes), loc="lower left", bbox_to_anchor=(0, 1.12), borderaxespad=0)
     return fig
 
@@ -380,6 +419,7 @@ def _figures(df, cmap, cost, samples) -> dict:
     tabed = [m for m in method_order(df.method) if (df[df.method == m].weights.map(len) > 0).any()]
     for method in tabed:
         out[f"tabed_weights_{method}"] = weights_figure(df, method, samples)
+        out[f"tabed_weight_trend_{method}"] = weights_trend_figure(df, method)
     if not tabed:
         out["tabed_weights"] = "no records with TABED weights (method=tabed)"
     return out

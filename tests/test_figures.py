@@ -10,7 +10,8 @@ from harness.report import load
 from tests.conftest import ROOT
 from tests.test_report import write_cell
 
-FIGURES = ["speedup", "tau", "acceptance", "cost_model", "tabed_weights_tabed_MT_wgrid_g5_w1_batchedTrue"]
+FIGURES = ["speedup", "tau", "acceptance", "cost_model", "tabed_weights_tabed_MT_wgrid_g5_w1_batchedTrue",
+           "tabed_weight_trend_tabed_MT_wgrid_g5_w1_batchedTrue"]
 SD, TABED = "sd_M_g5_w1", "tabed_MT_wgrid_g5_w1_batchedTrue"
 NAMES = {SD: "sd", TABED: "tabed"}  # the report's display names: one cell of each method
 
@@ -54,6 +55,16 @@ def test_every_figure_is_written_as_png_and_pdf(results, tmp_path, capsys):
     for name in FIGURES:
         for ext in ("png", "pdf"):
             assert (out / f"{name}.{ext}").stat().st_size > 5000, name
+
+
+def test_weight_trend_is_the_mean_weight_per_block_beside_the_single_modes_tau(results):
+    fig = figures(load(results))[f"tabed_weight_trend_{TABED}"]
+    assert len(fig.axes) == 2  # one panel per dataset
+    ax = fig.axes[0]
+    m_line, t_line = ax.lines
+    assert list(m_line.get_xdata()) == [1, 2, 3]
+    assert m_line.get_ydata() == pytest.approx([0.5, 0.7, 0.9]) and t_line.get_ydata() == pytest.approx([0.5, 0.3, 0.1])
+    assert "sd tau M 2.50" in ax.get_title(loc="left")  # 10 new tokens / 4 target calls in the sd cell
 
 
 def test_missing_inputs_are_skipped_with_a_reason(tmp_path, capsys):
