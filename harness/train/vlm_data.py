@@ -291,7 +291,7 @@ def eval_sets(seed: int = 0) -> dict[str, list[dict]]:
     story sequences, and text-heavy questions with a picture attached that the answer does not need)."""
     grounded = make_samples("eval-grounded", 40, seed, GROUNDED)
     texty = []
-    for i in range(30):
+    for i in range(40):  # 20 stories (dataset=vlm-stories) and 20 text questions
         rng = _rng("eval-texty", seed, i)
         if i % 2 == 0:
             s = story(rng, n_frames=3 + (i // 2) % 3)
