@@ -83,6 +83,13 @@ def now(*on: torch.device) -> float:
 
 
 def new_cache(model) -> DynamicCache:
+    """A cache that can roll back to any length. A sliding-window model (Gemma 3: 5 of every 6 layers see the last
+    512 positions) gets full layers everywhere: transformers' sliding layers drop the positions past their window
+    and then refuse `crop`, and `compact_cache` reads positions by index. The model's own masks still apply the
+    window, so outputs are unchanged; the cost is those layers' keys for the whole context."""
+    text = model.config.get_text_config(decoder=True)
+    if "sliding_attention" in (getattr(text, "layer_types", None) or ()):
+        return DynamicCache()
     return DynamicCache(config=model.config)
 
 

@@ -16,7 +16,7 @@ from methods.core import (
     next_token, now, sample,
 )
 from methods.drafting import Drafter, Verdict
-from methods.verify import Tree, tree_mask, verify_tree
+from methods.verify import Tree, per_layer_type, tree_mask, verify_tree
 
 
 def candidates(q: torch.Tensor, width: int, settings: DecodeSettings, generator) -> list[int]:
@@ -98,8 +98,11 @@ def speculate(models: Models, prompt: Prompt, settings: DecodeSettings, generato
         # Verify the block in one target forward: [last committed token, node 0, node 1, ...].
         start = t_prompt + len(out) - 1
         block = torch.tensor([[out[-1]] + tree.tokens], device=device)
-        layout = {} if tree.chain else dict(zip(("attention_mask", "position_ids"),
-                                                tree_mask(tree.parents, tree.depths, start, device)))
+        if tree.chain:
+            layout = {}
+        else:
+            mask, positions = tree_mask(tree.parents, tree.depths, start, device)
+            layout = dict(attention_mask=per_layer_type(target, mask, positions), position_ids=positions)
         block_logits, feats = target_forward(target, tcache, drafter.layers, block, **layout)
         path, nxt = verify_tree(tree, block_logits[0], settings, generator)
 

@@ -54,6 +54,22 @@ def tree_mask(parents: list[int], depths: list[int], start: int, device) -> tupl
     return mask[None, None], positions[None]
 
 
+def per_layer_type(model, mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor | dict:
+    """`mask` as the target's forward takes it. A custom 4D mask reaches every layer as it is, so a sliding-window
+    target (Gemma 3) gets one mask per layer type: its sliding layers' mask also drops the keys `sliding_window` or
+    more positions behind each row (prefix key j sits at position j: the committed context is contiguous), as the
+    model's own masks do; otherwise those layers would see the whole prefix and verification would disagree
+    with `ar`."""
+    text = model.config.get_text_config(decoder=True)
+    types = getattr(text, "layer_types", None) or ()
+    if "sliding_attention" not in types:
+        return mask
+    start = mask.shape[-1] - positions.shape[1]
+    keys = torch.cat([torch.arange(start, device=mask.device), positions[0]])
+    near = keys[None, :] > positions[0][:, None] - text.sliding_window
+    return {kind: mask & near if kind == "sliding_attention" else mask for kind in set(types)}
+
+
 def verify_tree(tree: Tree, logits: torch.Tensor, settings: DecodeSettings,
                 generator: torch.Generator | None) -> tuple[list[int], int]:
     """The accepted nodes, root to leaf, and the target's next token after them. `logits` [1 + n, V]: one row per
