@@ -74,22 +74,25 @@ class TopK(LogitsProcessor):
 
 
 @torch.no_grad()
-def greedy_topk(model, prompts: list[list[int]], max_new: int, k: int, eos: int, **extra) -> list[dict]:
-    """Greedy answers to a left-padded batch of prompt ids; per prompt: prompt, response (EOS included when
-    reached), and the top-k ids and log-probs at every response position."""
+def greedy_topk(model, prompts: list[list[int]], max_new: int, k: int, eos: int | list[int], **extra) -> list[dict]:
+    """Greedy answers to a left-padded batch of prompt ids; per prompt: prompt, response (its first EOS included
+    when reached; `eos` one id or several, the first also pads), and the top-k ids and log-probs at every response
+    position."""
+    stops = [eos] if isinstance(eos, int) else list(eos)
     width = max(map(len, prompts))
-    ids = torch.tensor([[eos] * (width - len(p)) + p for p in prompts])
+    ids = torch.tensor([[stops[0]] * (width - len(p)) + p for p in prompts])
     mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
     rec = TopK(k)
     out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new, do_sample=False,
-                         logits_processor=LogitsProcessorList([rec]), pad_token_id=eos, eos_token_id=eos,
+                         logits_processor=LogitsProcessorList([rec]), pad_token_id=stops[0], eos_token_id=eos,
                          top_k=None, top_p=None, temperature=None, **extra)
     top_ids, top_lp = torch.stack([s[0] for s in rec.steps], 1), torch.stack([s[1] for s in rec.steps], 1)
     rows = []
     for b, p in enumerate(prompts):
         resp = out[b, width:].tolist()
-        if eos in resp:
-            resp = resp[: resp.index(eos) + 1]
+        ends = [i for i, t in enumerate(resp) if t in stops]
+        if ends:
+            resp = resp[: ends[0] + 1]
         n = len(resp)
         rows.append(dict(prompt=p, response=resp, top_ids=top_ids[b, :n].clone(), top_lp=top_lp[b, :n].clone()))
     return rows

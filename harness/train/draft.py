@@ -42,18 +42,23 @@ PROMPTS = PROJECT_ROOT / "datasets" / "zoo-prompts"
 
 
 @torch.no_grad()
-def generate_batch(target, tokenizer, chats: list[list[dict]], max_new: int, k: int, eos: int) -> list[dict]:
+def generate_batch(target, tokenizer, chats: list[list[dict]], max_new: int, k: int, eos: int | list[int]) -> list[dict]:
     prompts = [tokenizer.apply_chat_template(c, add_generation_prompt=True, return_dict=True)["input_ids"] for c in chats]
     return greedy_topk(target, prompts, max_new, k, eos)
 
 
-def stage_generate(args, work: Path) -> list[dict]:
+def stage_generate(args, work: Path, load=None, eos: int | list[int] | None = None, tokenizer=None) -> list[dict]:
+    """The target's greedy answers to the training prompts with its top-k log-probabilities, cached in `work`.
+    `load(dtype) -> (target, tokenizer)`, `eos` (its end-of-answer ids) and its `tokenizer` name another target
+    than SmolLM2 (harness.train.eagle --target); `work` must then be that target's own folder."""
+    load = load or smollm2.load_instruct
+    eos = DEFAULT_CONFIG["eos_token_id"] if eos is None else eos
     questions = read_jsonl(args.prompts)[: args.n_prompts]
     key = digest(args.prompts.read_text(), args.n_prompts, args.max_new, args.topk, args.gen_batch, args.gen_dtype)
     folder = work / f"gen-{key}"
     folder.mkdir(parents=True, exist_ok=True)
     dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[args.gen_dtype]
-    target, tokenizer = None, None
+    target = None
     answers: dict[tuple[int, int], dict] = {}
     for turn in range(max(len(q["turns"]) for q in questions)):
         todo = [i for i, q in enumerate(questions) if len(q["turns"]) > turn]
@@ -74,10 +79,9 @@ def stage_generate(args, work: Path) -> list[dict]:
                 rows = torch.load(shard)
             else:
                 if target is None:
-                    target, tokenizer = smollm2.load_instruct(dtype)
+                    target, tokenizer = load(dtype)
                     target.eval()
-                rows = generate_batch(target, tokenizer, [chats[i] for i in batch], args.max_new, args.topk,
-                                      DEFAULT_CONFIG["eos_token_id"])
+                rows = generate_batch(target, tokenizer, [chats[i] for i in batch], args.max_new, args.topk, eos)
                 for i, r in zip(batch, rows):
                     r.update(qid=questions[i]["question_id"], turn=turn)
                 atomic_save(rows, shard)

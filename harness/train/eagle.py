@@ -3,6 +3,11 @@
     python -m harness.train.eagle                          # full vocab head (tied) + vocabulary speculator
     python -m harness.train.eagle --head reduced --vocab 8192   # EAGLE-3's reduced head with d2t/t2d
     python -m harness.train.eagle --smoke                  # end-to-end check in seconds
+    python -m harness.train.eagle --target embedded:gemma3-270m   # another target: NAME-eagle3, never committed
+
+`--target` (an `embedded:NAME`, a local folder or a hub id with a chat template) trains a drafter for another
+target; its intermediate files and weights go under `<cache_root>/NAME-eagle3/` (only SmolLM2's drafters are
+committed: e.g. Gemma's terms make a drafter distilled from Gemma's outputs a Model Derivative).
 
 Stages (resumable; intermediate files under `<cache_root>/smol-eagle3/`):
   1. data      the target's own answers to datasets/zoo-prompts/train.jsonl with its top-k log-probabilities
@@ -41,7 +46,8 @@ from harness.train.frspec import frequency_order
 from harness.zoo import WEIGHTS, smollm2
 from methods.eagle3 import FREQUENT, INDEX, Eagle3, VocabSpeculator, feature_layers
 
-EOS = 2
+EOS = 2  # SmolLM2's; also the filler id of padded positions (never trained on) for any target
+DEFAULT_TARGET = "embedded:smollm2-135m-instruct"
 
 
 # --- training-time test ------------------------------------------------------------------------------------
@@ -210,14 +216,28 @@ def make_batch(items: list[dict], scale: torch.Tensor | None = None) -> dict:
 # --- build ---------------------------------------------------------------------------------------------------
 
 
-def drafter_config(target_cfg, draft_vocab: int) -> dict:
-    """Official EAGLE-3 config.json keys; the decoder layer takes the target's own sizes, as EAGLE-3 does."""
-    return {"architectures": ["LlamaForCausalLMEagle3"], "model_type": "llama", "bos_token_id": 1, "eos_token_id": EOS,
-            "hidden_act": "silu", "hidden_size": target_cfg.hidden_size, "intermediate_size": target_cfg.intermediate_size,
-            "num_attention_heads": target_cfg.num_attention_heads, "num_key_value_heads": target_cfg.num_key_value_heads,
-            "num_hidden_layers": 1, "max_position_embeddings": 8192, "rms_norm_eps": target_cfg.rms_norm_eps,
-            "rope_theta": target_cfg.rope_parameters["rope_theta"], "tie_word_embeddings": False,
-            "vocab_size": target_cfg.vocab_size, "draft_vocab_size": draft_vocab, "torch_dtype": "float16"}
+def rope_theta(target_cfg) -> float:
+    """The target's RoPE base; a target with per-layer-type RoPE (Gemma 3: local 10k on sliding layers, 1M on full
+    ones) gives its full-attention layers' base, the one for long-range positions."""
+    rope = target_cfg.rope_parameters
+    if "rope_theta" not in rope:
+        rope = rope.get("full_attention") or next(iter(rope.values()))
+    return rope["rope_theta"]
+
+
+def drafter_config(target_cfg, draft_vocab: int, eos: int | list[int] = EOS, bos: int = 1) -> dict:
+    """Official EAGLE-3 config.json keys; the decoder layer takes the target's own sizes, as EAGLE-3 does (its head
+    width too, when the target's is not hidden / heads: Gemma 3's 256)."""
+    config = {"architectures": ["LlamaForCausalLMEagle3"], "model_type": "llama", "bos_token_id": bos, "eos_token_id": eos,
+              "hidden_act": "silu", "hidden_size": target_cfg.hidden_size, "intermediate_size": target_cfg.intermediate_size,
+              "num_attention_heads": target_cfg.num_attention_heads, "num_key_value_heads": target_cfg.num_key_value_heads,
+              "num_hidden_layers": 1, "max_position_embeddings": 8192, "rms_norm_eps": target_cfg.rms_norm_eps,
+              "rope_theta": rope_theta(target_cfg), "tie_word_embeddings": False,
+              "vocab_size": target_cfg.vocab_size, "draft_vocab_size": draft_vocab, "torch_dtype": "float16"}
+    head_dim = getattr(target_cfg, "head_dim", None)
+    if head_dim and head_dim != target_cfg.hidden_size // target_cfg.num_attention_heads:
+        config["head_dim"] = head_dim
+    return config
 
 
 def new_drafter(config: dict, target, seed: int) -> Eagle3:
@@ -304,8 +324,9 @@ def train(eagle: Eagle3, target, items: list[dict], head: str, vocab_ids: torch.
 
 
 def export(eagle: Eagle3, config: dict, vocab_ids: torch.Tensor, frequent: list[int], out: Path,
-           speculator: VocabSpeculator | None, scale: torch.Tensor | None = None) -> None:
-    """The official layout; a training-time feature scale is folded into fc."""
+           speculator: VocabSpeculator | None, scale: torch.Tensor | None = None, max_bytes: int | None = 19_000_000) -> None:
+    """The official layout; a training-time feature scale is folded into fc. `max_bytes` caps a file (the repository's
+    20 MB; None for drafters that are never committed, whose single tensors may be larger: a 262k-token speculator)."""
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v for k, v in eagle.state_dict().items() if not k.startswith(("embed_tokens", "rotary", "d2t", "t2d"))}
     if scale is not None:
@@ -320,18 +341,18 @@ def export(eagle: Eagle3, config: dict, vocab_ids: torch.Tensor, frequent: list[
     if speculator is not None:
         state.update({f"speculator.{k}": v for k, v in speculator.state_dict().items()})
     state = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in state.items()}
-    save_shards(state, out)
+    save_shards(state, out, max_bytes)
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     (out / FREQUENT).write_text(json.dumps(frequent) + "\n")
 
 
-def save_shards(state: dict, out: Path, max_bytes: int = 19_000_000) -> None:
+def save_shards(state: dict, out: Path, max_bytes: int | None = 19_000_000) -> None:
     """model.safetensors, or when that would pass `max_bytes` (the repository keeps every file under 20 MB),
     whole-tensor shards model-0000i-of-0000n.safetensors with the standard model.safetensors.index.json."""
     for old in [*out.glob("model*.safetensors"), out / INDEX]:
         old.unlink(missing_ok=True)
     nbytes = {k: v.numel() * v.element_size() for k, v in state.items()}
-    if sum(nbytes.values()) <= max_bytes:
+    if max_bytes is None or sum(nbytes.values()) <= max_bytes:
         save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
         return
     shards, size = [{}], 0
@@ -351,18 +372,55 @@ def save_shards(state: dict, out: Path, max_bytes: int = 19_000_000) -> None:
     (out / INDEX).write_text(json.dumps(index, indent=2) + "\n")
 
 
+# --- the target ----------------------------------------------------------------------------------------------
+
+
+def load_target(target_id: str, dtype: torch.dtype):
+    """(model, tokenizer) of `--target`: the embedded SmolLM2 (the default), another `embedded:NAME`, a local folder
+    or a hub id."""
+    from harness.hub import embedded_name, from_hf
+    from harness.zoo import load_embedded
+
+    if target_id == DEFAULT_TARGET:
+        return smollm2.load_instruct(dtype)
+    if (name := embedded_name(target_id)) is not None:
+        return load_embedded(name, dtype)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    return from_hf(AutoModelForCausalLM, target_id, dtype=dtype), from_hf(AutoTokenizer, target_id)
+
+
+def target_name(target_id: str) -> str:
+    """A short name for a target's drafter and cache folders: smol for the default, the zoo name of an embedded
+    target, else the folder or hub name with a digest of the full id (two folders of the same name stay apart)."""
+    from harness.hub import embedded_name
+
+    if target_id == DEFAULT_TARGET:
+        return "smol"
+    if (name := embedded_name(target_id)) is not None:
+        return name
+    return f"{target_id.rstrip('/').split('/')[-1]}-{digest(target_id)[:6]}"
+
+
+def eos_ids(target) -> list[int]:
+    """The target's end-of-answer ids (generation config first: Gemma 3 ends a turn with <end_of_turn>, 106)."""
+    eos = target.generation_config.eos_token_id
+    eos = target.config.eos_token_id if eos is None else eos
+    return [eos] if isinstance(eos, int) else list(eos or [EOS])
+
+
 # --- 5. eval -------------------------------------------------------------------------------------------------
 
 
-def stage_eval(folder: Path, n_eval: int, tokens: int, heads: list[tuple[str, int]]) -> dict:
+def stage_eval(folder: Path, n_eval: int, tokens: int, heads: list[tuple[str, int]], target_id: str = DEFAULT_TARGET) -> dict:
     """tau, speedup over ar (same process, alternating) and draft step time per head on held-out prompts."""
     from methods import DecodeSettings, Models
     from methods.eagle3 import head_for, load_eagle3
 
-    target, tokenizer = smollm2.load_instruct(torch.float32)
+    target, tokenizer = load_target(target_id, torch.float32)
     eagle = load_eagle3(folder, target, torch.float32)
     models = Models(target.eval(), eagle=eagle)
-    settings = DecodeSettings(max_new_tokens=tokens, eos_token_ids=(EOS,))
+    settings = DecodeSettings(max_new_tokens=tokens, eos_token_ids=tuple(eos_ids(target)))
     questions = read_jsonl(draft.PROMPTS / "eval.jsonl")[:n_eval]
     results = {}
     with torch.no_grad():
@@ -387,6 +445,9 @@ def stage_eval(folder: Path, n_eval: int, tokens: int, heads: list[tuple[str, in
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--smoke", action="store_true", help="a few answers and steps: an end-to-end check in seconds")
+    ap.add_argument("--target", default=DEFAULT_TARGET,
+                    help="the target: embedded:NAME, a local folder or a hub id (its drafter is never committed "
+                         "unless it is the default SmolLM2)")
     ap.add_argument("--head", choices=["full", "reduced"], default="full",
                     help="full: tied target head (+ SpecVocab speculator); reduced: trained top-N head with d2t/t2d")
     ap.add_argument("--vocab", type=int, default=8192, help="N for --head reduced")
@@ -405,7 +466,8 @@ def main(argv=None):
     ap.add_argument("--init-from", type=Path,
                     help="warm start from this drafter folder (fc, decoder layer, norm), e.g. the full-head smol-eagle3")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", type=Path, help="weights folder (default harness/zoo/weights/smol-eagle3[-rN])")
+    ap.add_argument("--out", type=Path, help="weights folder (default harness/zoo/weights/smol-eagle3[-rN]; "
+                                             "<cache_root>/NAME-eagle3/weights/NAME-eagle3[-rN] for another --target)")
     ap.add_argument("--n-eval", type=int, default=20)
     ap.add_argument("--eval-tokens", type=int, default=128)
     ap.add_argument("--no-eval", action="store_true")
@@ -414,28 +476,40 @@ def main(argv=None):
     if args.smoke:
         draft_args.n_prompts, draft_args.max_new, draft_args.gen_batch = 4, 8, 4
         args.answers, args.steps, args.batch, args.ttt, args.vocab, args.no_eval = 4, 2, 2, 2, 512, True
-    name = "smol-eagle3" if args.head == "full" else f"smol-eagle3-r{args.vocab}"
-    root = smollm2.cache_root() / ("smol-eagle3-smoke" if args.smoke else "smol-eagle3")
-    out = args.out or (root / "weights" / name if args.smoke else WEIGHTS / name)
+    default = args.target == DEFAULT_TARGET
+    base = f"{target_name(args.target)}-eagle3"
+    name = base if args.head == "full" else f"{base}-r{args.vocab}"
+    root = smollm2.cache_root() / (f"{base}-smoke" if args.smoke else base)
+    out = args.out or (WEIGHTS / name if default and not args.smoke else root / "weights" / name)
     times = {}
 
+    target, tokenizer = load_target(args.target, torch.bfloat16)
+    target.eval()
     t = time.time()
-    data = draft.stage_generate(draft_args, smollm2.cache_root() / ("smol-draft-smoke" if args.smoke else "smol-draft"))
+    if default:  # shared with smol-draft (same cache)
+        data = draft.stage_generate(draft_args, smollm2.cache_root() / ("smol-draft-smoke" if args.smoke else "smol-draft"))
+    else:
+        loaded = {torch.bfloat16: (target, tokenizer)}
+        data = draft.stage_generate(draft_args, root / "answers",
+                                    lambda dtype: loaded.get(dtype) or load_target(args.target, dtype),
+                                    eos_ids(target), tokenizer)
     data = data[: args.answers]
     times["data_s"] = time.time() - t
-    target, _ = smollm2.load_instruct(torch.bfloat16)
-    target.eval()
     t = time.time()
     key = digest(len(data), sum(len(r["response"]) for r in data), args.smoke)
     items = extract_features(target, data, root / f"features-{key}")
     times["features_s"] = time.time() - t
 
     val, fit = items[::20], [it for i, it in enumerate(items) if i % 20]  # held out: every 20th answer
-    config = drafter_config(target.config, target.config.vocab_size if args.head == "full" else args.vocab)
+    stops = eos_ids(target) if not default else [EOS]
+    draft_vocab = target.config.vocab_size if args.head == "full" else args.vocab
+    config = drafter_config(target.config, draft_vocab) if default else drafter_config(
+        target.config, draft_vocab, stops[0] if len(stops) == 1 else stops, target.config.bos_token_id)
     frequent = frequency_order([r["response"] for r in data], target.config.vocab_size)
     vocab_ids = torch.arange(target.config.vocab_size) if args.head == "full" else torch.tensor(sorted(frequent[: args.vocab]))
-    if args.head == "reduced" and EOS not in vocab_ids:
-        vocab_ids = torch.tensor(sorted(frequent[: args.vocab - 1] + [EOS]))
+    if args.head == "reduced" and not all(e in vocab_ids for e in stops):  # every EOS stays draftable
+        kept = [i for i in frequent if i not in stops][: args.vocab - len(stops)]
+        vocab_ids = torch.tensor(sorted(kept + stops))
     eagle = new_drafter(config, target, args.seed)
     if args.head == "reduced":  # start the trained head from the target's own rows of its vocabulary
         eagle.lm_head.weight.data.copy_(target.get_output_embeddings().weight.detach()[vocab_ids].float())
@@ -452,10 +526,10 @@ def main(argv=None):
                 root / f"train-{run}" / "ckpt.pt", speculator, args.seed, loss_frac=args.loss_frac, scale=scale,
                 weight_decay=args.weight_decay, noise=args.feature_noise, val=val)
     times["train_s"] = time.time() - t
-    export(eagle, config, vocab_ids, frequent, out, speculator, scale)
+    export(eagle, config, vocab_ids, frequent, out, speculator, scale, max_bytes=19_000_000 if default else None)
     n_params = sum(v.numel() for k, v in eagle.state_dict().items()
                    if not k.startswith(("embed_tokens", "rotary")) and not (args.head == "full" and k == "lm_head.weight"))
-    build = dict(name=name, head=args.head, params=n_params,
+    build = dict(name=name, target=args.target, head=args.head, params=n_params,
                  file_bytes=sum(f.stat().st_size for f in out.glob("model*.safetensors")),
                  data=dict(answers=len(data), tokens=sum(len(it["ids"]) for it in items)),
                  train=dict(steps=args.steps, batch=args.batch, ttt=args.ttt, lr=args.lr, loss_frac=args.loss_frac,
@@ -467,7 +541,7 @@ def main(argv=None):
     if not args.no_eval:
         t = time.time()
         heads = [("full", 0), ("specvocab", 768), ("frspec", 8192)] if args.head == "full" else [("reduced", 0)]
-        build["eval"] = stage_eval(out, args.n_eval, args.eval_tokens, heads)
+        build["eval"] = stage_eval(out, args.n_eval, args.eval_tokens, heads, args.target)
         times["eval_s"] = time.time() - t
     write_build(out, build, times)
 
