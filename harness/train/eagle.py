@@ -486,13 +486,13 @@ def main(argv=None):
     target, tokenizer = load_target(args.target, torch.bfloat16)
     target.eval()
     t = time.time()
+    loaded = {torch.bfloat16: (target, tokenizer)}
+    load = lambda dtype: loaded.get(dtype) or load_target(args.target, dtype)  # noqa: E731
     if default:  # shared with smol-draft (same cache)
-        data = draft.stage_generate(draft_args, smollm2.cache_root() / ("smol-draft-smoke" if args.smoke else "smol-draft"))
+        data = draft.stage_generate(draft_args, smollm2.cache_root() / ("smol-draft-smoke" if args.smoke else "smol-draft"),
+                                    load)
     else:
-        loaded = {torch.bfloat16: (target, tokenizer)}
-        data = draft.stage_generate(draft_args, root / "answers",
-                                    lambda dtype: loaded.get(dtype) or load_target(args.target, dtype),
-                                    eos_ids(target), tokenizer)
+        data = draft.stage_generate(draft_args, root / "answers", load, eos_ids(target), tokenizer)
     data = data[: args.answers]
     times["data_s"] = time.time() - t
     t = time.time()
