@@ -2,7 +2,9 @@
 lossless sd in every mode, the held-out eval sets and the build script's smoke run."""
 from __future__ import annotations
 
+import argparse
 import json
+import random
 
 import pytest
 import torch
@@ -172,11 +174,44 @@ def test_smoke_build(tmp_path):
     assert set(build["tau"]["texty/M"]["tau_by_kind"]) <= {"story", "text_image"}
     # a new draft for the same target: the target's files are kept, the draft is another
     train_vlm.main(["--smoke", "--work", str(tmp_path), "--out", str(tmp_path / "w2"), "--target-from",
-                    str(tmp_path / "weights"), "--draft-layers", "2", "--draft-mixture", "grounded"])
+                    str(tmp_path / "weights"), "--draft-layers", "2", "--draft-mixture", "grounded", "--draft-context", "48",
+                    "--draft-grounded", "3"])
     kept = {f.name: f.read_bytes() for f in (tmp_path / "weights" / "target").iterdir()}
     assert kept == {f.name: f.read_bytes() for f in (tmp_path / "w2" / "target").iterdir()}
-    assert tiny_llava.load_draft(torch.float32, tmp_path / "w2")[0].config.text_config.num_hidden_layers == 2
+    text_cfg = tiny_llava.load_draft(torch.float32, tmp_path / "w2")[0].config.text_config
+    assert text_cfg.num_hidden_layers == 2 and text_cfg.max_position_embeddings == 48
     assert json.loads((tmp_path / "w2" / "build.json").read_text())["target_train"].startswith("kept from")
+
+
+def test_draft_context_cuts_every_view_and_keeps_only_answers_inside_it(pair):
+    """--draft-context: the loss sees no position past the cut, and it is the full loss on the kept answers."""
+    from harness.train import vlm as train_vlm
+
+    draft = pair.models.draft
+    enc = train_vlm.Encoder(pair.processor)
+    spec = vlm_data.make_samples("draft", 40, 0)
+    sample = next(s for s in spec if len(s["images"]) == 2)
+    prompt, response = enc.prompt(sample["question"], 2), enc.answer("a red square and a blue circle on grass")
+    g = torch.Generator().manual_seed(0)
+    row = dict(prompt=prompt, response=response, images=sample["images"], top_ids=torch.randint(0, 49152, (len(response), 4), generator=g),
+               top_lp=torch.randn(len(response), 4, generator=g))
+    for view in ("M", "P", "T"):
+        assert train_vlm.view_embeds_len(row, view) == train_vlm.view_embeds(draft, enc, row, view).shape[0]
+    full = train_vlm.view_embeds_len(row, "M")
+    cut = full - 4  # the positions that predict the last 3 answer tokens are past the context
+    with torch.no_grad():
+        loss_cut, _ = train_vlm.draft_loss(draft, enc, [(row, "M")], context=cut)
+        short = {**row, "response": response[:-3], "top_ids": row["top_ids"][:-3], "top_lp": row["top_lp"][:-3]}
+        loss_short, _ = train_vlm.draft_loss(draft, enc, [(short, "M")])
+        loss_full, _ = train_vlm.draft_loss(draft, enc, [(row, "M")], context=full)
+        loss_none, _ = train_vlm.draft_loss(draft, enc, [(row, "M")])
+    assert torch.allclose(loss_cut, loss_short) and torch.allclose(loss_full, loss_none)
+    assert not torch.allclose(loss_cut, loss_none)
+    args = argparse.Namespace(draft_max_m_images=2, p_views=0.0, draft_context=len(prompt) - 5)
+    views = train_vlm.draft_views([{**sample, "id": "x"}], {"x": row}, args, random.Random(0))
+    assert views == [(dict(row, images=sample["images"]), "T")]  # M's answer starts past the context: dropped
+    args.draft_context = None  # --draft-grounded samples train in M only
+    assert [v for _, v in train_vlm.draft_views([{**sample, "id": "x", "m_only": True}], {"x": row}, args, random.Random(0))] == ["M"]
 
 
 def test_save_weights_splits_tensors_bigger_than_a_file(tmp_path):

@@ -24,6 +24,8 @@ Stages (each resumable; intermediate files under `<cache_root>/tiny-llava/`, key
               target's answers: every image sample as a multimodal view (M) and a text-only view (T: image
               tokens -> newline), a few as pooled views (P); 3-5-image sequences only as T views (like TABED's
               drafts, whose multimodal training saw single images). Soft cross-entropy against the top-k.
+              --draft-grounded N adds N one-image questions as M views only; --draft-context L cuts every view
+              to its first L tokens, so that a long multi-image prompt in M goes past what the draft has seen.
   7. eval     accuracy on counting/colour/yes-no questions vs chance, how often answers change when the image
               is swapped, and block efficiency tau (sd, gamma 5, greedy) of drafting modes M and T on the two
               held-out sets; everything into `--out`/build.json.
@@ -375,18 +377,22 @@ def view_embeds(draft, enc: Encoder, row: dict, view: str) -> torch.Tensor:
     return e.masked_scatter(slots[:, None], feats.reshape(-1, e.shape[-1]).to(e.dtype))
 
 
-def draft_loss(draft, enc: Encoder, views: list[tuple[dict, str]]):
-    """Soft cross-entropy against the target's top-k distribution at every answer position."""
-    embeds = [view_embeds(draft, enc, r, v) for r, v in views]
+def draft_loss(draft, enc: Encoder, views: list[tuple[dict, str]], context: int | None = None):
+    """Soft cross-entropy against the target's top-k distribution at every answer position; with `context`,
+    each view is cut to its first `context` tokens (the draft never sees a longer one, as a draft trained at a
+    fixed length never sees past it)."""
+    embeds = [view_embeds(draft, enc, r, v)[:context] for r, v in views]
     width = max(e.shape[0] for e in embeds)
     x = embeds[0].new_zeros(len(embeds), width, embeds[0].shape[-1])
     pos, t_ids, t_lp = [], [], []
-    for b, ((r, _), e) in enumerate(zip(views, embeds)):
+    for b, ((r, v), e) in enumerate(zip(views, embeds)):
         x[b, : e.shape[0]] = e
         n = len(r["response"])
-        pos.append(b * width + e.shape[0] - n - 1 + torch.arange(n))
-        t_ids.append(r["top_ids"].long())
-        t_lp.append(r["top_lp"].float())
+        first = view_embeds_len(r, v) - n - 1  # the position that predicts the first answer token
+        kept = max(0, min(n, e.shape[0] - first))
+        pos.append(b * width + first + torch.arange(kept))
+        t_ids.append(r["top_ids"][:kept].long())
+        t_lp.append(r["top_lp"][:kept].float())
     pos, t_ids, t_lp = torch.cat(pos), torch.cat(t_ids), torch.cat(t_lp)
     with autocast():
         h = draft.model.language_model(inputs_embeds=x).last_hidden_state
@@ -396,7 +402,15 @@ def draft_loss(draft, enc: Encoder, views: list[tuple[dict, str]]):
     return loss, (logq.argmax(-1) == t_ids[:, 0]).float().mean()
 
 
+def view_embeds_len(row: dict, view: str) -> int:
+    """The length of view_embeds(row, view) without building it."""
+    n_images = len(row["images"])
+    per_image = {"M": IMAGE_TOKENS, "P": IMAGE_TOKENS // 4}.get(view, 1) if n_images else IMAGE_TOKENS
+    return len(row["prompt"]) + len(row["response"]) - n_images * (IMAGE_TOKENS - per_image)
+
+
 def draft_views(samples: list[dict], answers: dict[str, dict], args, rng: random.Random) -> list[tuple[dict, str]]:
+    """Every sample's training views; with --draft-context, only views whose answer starts inside it."""
     views = []
     for s in samples:
         r = answers.get(s["id"])
@@ -406,17 +420,21 @@ def draft_views(samples: list[dict], answers: dict[str, dict], args, rng: random
         if not s["images"]:
             views.append((r, "text"))
             continue
-        views.append((r, "T"))
+        if not s.get("m_only"):
+            views.append((r, "T"))
         if len(s["images"]) <= args.draft_max_m_images:
             views.append((r, "M"))
             if rng.random() < args.p_views:
                 views.append((r, "P"))
+    if args.draft_context:
+        views = [(r, v) for r, v in views if view_embeds_len(r, v) - len(r["response"]) < args.draft_context]
     return views
 
 
 def stage_draft(args, work: Path, enc: Encoder, target, samples: list[dict], answers: dict[str, dict]):
     torch.manual_seed(args.seed)
-    draft = tiny_llava.build_draft(*tiny_llava.vision_of(target), args.draft_text)
+    draft_text = {**(args.draft_text or {}), **({"max_position_embeddings": args.draft_context} if args.draft_context else {})}
+    draft = tiny_llava.build_draft(*tiny_llava.vision_of(target), draft_text)
     init_from_target(draft, target)
     views = draft_views(samples, answers, args, random.Random(args.seed))
     params = [p for p in draft.parameters() if p.requires_grad]
@@ -432,10 +450,11 @@ def stage_draft(args, work: Path, enc: Encoder, target, samples: list[dict], ans
         rng.shuffle(out)
         return out
 
-    key = digest(args.draft_text, len(views), args.draft_steps, args.draft_batch, args.draft_lr, args.seed,
+    key = digest(draft_text, len(views), args.draft_steps, args.draft_batch, args.draft_lr, args.seed,
                  args.draft_max_m_images, args.p_views, [answers[k]["response"][:8] for k in sorted(answers)[:50]],
                  float(target.model.multi_modal_projector.linear_2.weight.detach().sum()))
-    final = train_loop("6/7 draft", draft, [(params, 1.0)], batches, lambda b: draft_loss(draft, enc, b), args.draft_steps,
+    final = train_loop("6/7 draft", draft, [(params, 1.0)], batches, lambda b: draft_loss(draft, enc, b, args.draft_context),
+                       args.draft_steps,
                        args.draft_lr, max(1, args.draft_steps // 20), work / f"draft-{key}" / "ckpt.pt",
                        lambda: tiny_llava.draft_parts(draft), args.ckpt_every, args.seed)
     counts = {v: sum(1 for _, x in views if x == v) for v in ("M", "T", "P", "text")}
@@ -560,6 +579,10 @@ def main(argv=None):
                          "colour and yes/no questions, whose short answers the image decides (grounded)")
     ap.add_argument("--target-from", type=Path, help="a tiny-llava weights folder whose target to keep (stages 2-4 "
                                                      "then answer only the draft's text prompts)")
+    ap.add_argument("--draft-grounded", type=int, default=0, help="this many more one-image questions whose short "
+                    "answer the image decides (the eval set's kinds), trained as M views only: practice reading images")
+    ap.add_argument("--draft-context", type=int, help="train the draft on the first N tokens of each view only (as "
+                                                     "Llama-68M, whose 2,048 positions a 5-image LLaVA-1.5 story passes)")
     ap.add_argument("--p-views", type=float, default=0.2, help="share of multimodal samples also trained pooled (P)")
     ap.add_argument("--ckpt-every", type=int, default=50)
     ap.add_argument("--n-accuracy", type=int, default=160)
@@ -636,6 +659,12 @@ def main(argv=None):
     answers = generate_all(trained, enc, image_samples, work / f"answers-{key}", "[5/7 answers] target answers",
                            args.answer_max_new, args.topk, args.gen_batch)
     answers.update({s["id"]: text[s["id"]] for s in draft_set if not s["images"]})
+    if args.draft_grounded:  # their own cache: the draft set's answers above stay reusable
+        grounded = vlm_data.make_samples("draft-grounded", args.draft_grounded, args.seed, vlm_data.GROUNDED)
+        answers.update(generate_all(trained, enc, grounded, work / f"answers-grounded-{key}-{args.draft_grounded}",
+                                    "[5/7 answers] target answers (grounded, M views only)", args.answer_max_new,
+                                    args.topk, args.gen_batch))
+        draft_set = draft_set + [{**s, "m_only": True} for s in grounded]
     times["answers_s"] = time.time() - t
     if args.until == "answers":
         return

@@ -52,8 +52,9 @@ CHAT_TEMPLATE = (
 
 VISION = dict(hidden_size=192, intermediate_size=768, num_hidden_layers=4, num_attention_heads=3,
               image_size=IMAGE_SIZE, patch_size=PATCH, projection_dim=192)
+# max_position_embeddings records the context the draft was trained on (Llama's default RoPE does not enforce it)
 DRAFT_TEXT = dict(hidden_size=256, intermediate_size=1024, num_hidden_layers=4, num_attention_heads=4,
-                  num_key_value_heads=2)
+                  num_key_value_heads=2, max_position_embeddings=8192)
 
 
 def make_processor() -> LlavaProcessor:
@@ -112,8 +113,7 @@ def build_draft(vision: dict, vision_state: dict, text: dict | None = None) -> L
     projector and a small Llama over the target's ids with tied input/output embeddings."""
     base = smollm2_text_config()
     text_cfg = LlamaConfig(**{**DRAFT_TEXT, **(text or {})}, vocab_size=base.vocab_size, rms_norm_eps=base.rms_norm_eps,
-                           rope_parameters=base.rope_parameters, max_position_embeddings=base.max_position_embeddings,
-                           tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=2)
+                           rope_parameters=base.rope_parameters, tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=2)
     model = LlavaForConditionalGeneration(llava_config(text_cfg, vision))
     model.model.vision_tower.load_state_dict(vision_state)
     for p in model.model.vision_tower.parameters():
@@ -213,7 +213,7 @@ def load_draft(dtype: torch.dtype = torch.float32, folder: Path | None = None):
     prefix = "model.vision_tower."
     vision_state = {k.removeprefix(prefix): v.float() for k, v in read_weights(root / "target").items() if k.startswith(prefix)}
     text = json.loads((root / "draft" / "config.json").read_text())["text_config"]
-    model = build_draft(_vision_config(root / "target"), vision_state, {k: text[k] for k in DRAFT_TEXT})
+    model = build_draft(_vision_config(root / "target"), vision_state, {k: text[k] for k in DRAFT_TEXT if k in text})
     _load_into(model, read_weights(root / "draft"), draft_parts(model), root / "draft")
     model.tie_weights()
     return model.to(dtype).eval(), make_processor()
