@@ -381,14 +381,15 @@ def draft_loss(draft, enc: Encoder, views: list[tuple[dict, str]], context: int 
     """Soft cross-entropy against the target's top-k distribution at every answer position; with `context`,
     each view is cut to its first `context` tokens (the draft never sees a longer one, as a draft trained at a
     fixed length never sees past it)."""
-    embeds = [view_embeds(draft, enc, r, v)[:context] for r, v in views]
+    full = [view_embeds(draft, enc, r, v) for r, v in views]
+    embeds = [e[:context] for e in full]
     width = max(e.shape[0] for e in embeds)
     x = embeds[0].new_zeros(len(embeds), width, embeds[0].shape[-1])
     pos, t_ids, t_lp = [], [], []
-    for b, ((r, v), e) in enumerate(zip(views, embeds)):
+    for b, ((r, _), f, e) in enumerate(zip(views, full, embeds)):
         x[b, : e.shape[0]] = e
         n = len(r["response"])
-        first = view_embeds_len(r, v) - n - 1  # the position that predicts the first answer token
+        first = f.shape[0] - n - 1  # the position that predicts the first answer token
         kept = max(0, min(n, e.shape[0] - first))
         pos.append(b * width + first + torch.arange(kept))
         t_ids.append(r["top_ids"][:kept].long())
