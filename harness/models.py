@@ -24,7 +24,7 @@ from harness.captioner import load_captioner
 from harness.hub import embedded_name, from_hf, snapshot
 from harness.kernels import choose_packing
 from harness.packing import pack_linears
-from harness.zoo import load_embedded
+from harness.zoo import EMBEDDED, WEIGHTS, load_embedded, smollm2
 from methods import Models, Prompt
 from methods.core import devices
 
@@ -162,17 +162,20 @@ def complete_geometry(processor, config):
 
 
 def eagle_folder(model_id: str) -> Path:
-    """The folder of an EAGLE-3 drafter: `embedded:NAME` (harness/zoo/weights/NAME), a local folder, or a hub
-    id (its cached snapshot; downloaded only when online)."""
+    """The folder of an EAGLE-3 drafter: `embedded:NAME` (harness/zoo/weights/NAME, or for `TARGET-eagle3[-rN]` of
+    another embedded target the cache folder harness.train.eagle builds it into, never committed), a local folder,
+    or a hub id (its cached snapshot; downloaded only when online)."""
     if (name := embedded_name(model_id)) is not None:
-        from harness.zoo import WEIGHTS
-
-        folder = WEIGHTS / name
+        folder, build = WEIGHTS / name, "python -m harness.train.eagle"
+        local = re.fullmatch(r"(.+)-eagle3(?:-r(\d+))?", name)
+        if local and local[1] in EMBEDDED:
+            base = smollm2.cache_root() / f"{local[1]}-eagle3" / "weights"
+            folder, build = base / name, f"{build} --target embedded:{local[1]}"
+            if local[2]:
+                build += f" --head reduced --vocab {local[2]} --init-from {base / f'{local[1]}-eagle3'} --steps 600"
+        elif reduced := re.fullmatch(r"smol-eagle3-r(\d+)", name):
+            build += f" --head reduced --vocab {reduced[1]} --init-from {WEIGHTS / 'smol-eagle3'} --steps 600"
         if not (folder / "config.json").exists():
-            reduced = re.fullmatch(r"smol-eagle3-r(\d+)", name)
-            build = "python -m harness.train.eagle"
-            if reduced:
-                build += f" --head reduced --vocab {reduced[1]} --init-from {WEIGHTS / 'smol-eagle3'} --steps 600"
             raise HarnessError(f"embedded EAGLE drafter {model_id!r} has no weights in {folder}; build them with:\n"
                                f"    {build}")
         return folder

