@@ -84,11 +84,12 @@ def test_cache_rolls_back_past_the_window(replica):
     torch.testing.assert_close(got[:, -1], fresh[:, -1], rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("options", [dict(gamma=4), dict(gamma=3, tree_width=2)])
-def test_sd_is_lossless(replica, options):
+@pytest.mark.parametrize("method, options", [("sd", dict(gamma=4)), ("sd", dict(gamma=3, tree_width=2)),
+                                             ("hf_assisted", dict(gamma=4))])  # transformers' own caches
+def test_sd_is_lossless(replica, method, options):
     _, target, tokenizer, draft = replica
     for ids in prompts(tokenizer):
-        res = get_method("sd")(Models(target, draft=draft), Prompt({"input_ids": ids}), SETTINGS, **options)
+        res = get_method(method)(Models(target, draft=draft), Prompt({"input_ids": ids}), SETTINGS, **options)
         assert res.tokens[0] == decode("ar", Models(target), ids)
 
 
