@@ -173,3 +173,21 @@ def test_a_drafter_built_for_an_embedded_target_is_found_in_the_cache(drafters, 
     with pytest.raises(HarnessError, match=f"--target embedded:gemma3-270m --head reduced --vocab 16384 "
                                            f"--init-from {built} --steps 600"):
         eagle_folder("embedded:gemma3-270m-eagle3-r16384")
+
+
+def test_training_answers_are_cached_per_prompt_format(replica, tmp_path):
+    """The generate stage's cache key holds the target's chat template: answers made under one prompt format are
+    never reused for another (the embedded Gemma changed its format once)."""
+    from transformers import AutoTokenizer
+
+    from harness.train import draft
+
+    folder, target, tokenizer, _ = replica
+    args = draft.parser().parse_args(["--smoke"])
+    args.n_prompts, args.max_new, args.gen_batch = 2, 3, 2
+    other = AutoTokenizer.from_pretrained(folder)
+    other.chat_template = "{{ bos_token }}{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    runs = [draft.stage_generate(args, tmp_path, lambda dtype, t=t: (target, t), [1, 106], t)
+            for t in (tokenizer, other, tokenizer)]
+    assert len(list(tmp_path.glob("gen-*"))) == 2  # the third call read the first one's shards
+    assert [r["response"] for r in runs[0]] == [r["response"] for r in runs[2]]

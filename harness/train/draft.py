@@ -54,7 +54,8 @@ def stage_generate(args, work: Path, load=None, eos: int | list[int] | None = No
     load = load or smollm2.load_instruct
     eos = DEFAULT_CONFIG["eos_token_id"] if eos is None else eos
     questions = read_jsonl(args.prompts)[: args.n_prompts]
-    key = digest(args.prompts.read_text(), args.n_prompts, args.max_new, args.topk, args.gen_batch, args.gen_dtype)
+    key = digest(args.prompts.read_text(), args.n_prompts, args.max_new, args.topk, args.gen_batch, args.gen_dtype,
+                 *([tokenizer.chat_template] if tokenizer is not None else []))  # another target: its prompt format
     folder = work / f"gen-{key}"
     folder.mkdir(parents=True, exist_ok=True)
     dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[args.gen_dtype]
