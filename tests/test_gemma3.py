@@ -161,6 +161,7 @@ def test_a_drafter_built_for_an_embedded_target_is_found_in_the_cache(drafters, 
 
     from harness import HarnessError
     from harness.models import eagle_folder, load_eagle
+    from harness.train import eagle as trainer
 
     monkeypatch.setenv("SPEC_HARNESS_CACHE", str(tmp_path))
     built = tmp_path / "gemma3-270m-eagle3" / "weights" / "gemma3-270m-eagle3"
@@ -168,6 +169,7 @@ def test_a_drafter_built_for_an_embedded_target_is_found_in_the_cache(drafters, 
         eagle_folder("embedded:gemma3-270m-eagle3")
     shutil.copytree(drafters / "full", built)
     assert eagle_folder("embedded:gemma3-270m-eagle3") == built
+    assert trainer.drafter_path("embedded:gemma3-270m-eagle3") == built  # --init-from as make zoo-gemma3-eagle names it
     drafter = load_eagle("embedded:gemma3-270m-eagle3", replica[1], torch.float32)
     assert drafter.config.draft_vocab_size == GEMMA_VOCAB
     with pytest.raises(HarnessError, match=f"--target embedded:gemma3-270m --head reduced --vocab 16384 "

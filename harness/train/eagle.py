@@ -390,6 +390,18 @@ def load_target(target_id: str, dtype: torch.dtype):
     return from_hf(AutoModelForCausalLM, target_id, dtype=dtype), from_hf(AutoTokenizer, target_id)
 
 
+def drafter_path(value: str) -> Path:
+    """--init-from: a folder, or an `embedded:NAME` drafter wherever harness.models keeps it (committed or cached)."""
+    from harness import HarnessError
+    from harness.hub import embedded_name
+    from harness.models import eagle_folder
+
+    try:
+        return eagle_folder(value) if embedded_name(value) is not None else Path(value)
+    except HarnessError as err:  # argparse then names the option and exits 2
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def target_name(target_id: str) -> str:
     """A short name for a target's drafter and cache folders: smol for the default, the zoo name of an embedded
     target, else the folder or hub name with a digest of the full id (two folders of the same name stay apart)."""
@@ -463,8 +475,9 @@ def main(argv=None):
     ap.add_argument("--weight-decay", type=float, default=0.1)
     ap.add_argument("--feature-noise", type=float, default=0.3,
                     help="uniform noise amplitude on the (scaled) target features during training (EAGLE's augmentation)")
-    ap.add_argument("--init-from", type=Path,
-                    help="warm start from this drafter folder (fc, decoder layer, norm), e.g. the full-head smol-eagle3")
+    ap.add_argument("--init-from", type=drafter_path,
+                    help="warm start from this drafter (fc, decoder layer, norm): a folder, or embedded:NAME as pair "
+                         "configs name it (e.g. embedded:gemma3-270m-eagle3, built into the cache)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, help="weights folder (default harness/zoo/weights/smol-eagle3[-rN]; "
                                              "<cache_root>/NAME-eagle3/weights/NAME-eagle3[-rN] for another --target)")
