@@ -84,7 +84,7 @@ zoo-gemma3: setup   # Gemma 3 270M, the large-vocabulary target (262k; 253 MB fr
 	$(PY) -c "from harness.zoo import gemma3; print(gemma3.converted_dir())"
 
 zoo-gemma3-eagle: zoo-gemma3   # EAGLE-3 drafters for it (full + speculator, reduced 16k/32k), built into the cache, never committed (Gemma Terms 1.1(e)); ~6 h CPU, resumable
-	$(PY) -m harness.train.eagle --target embedded:gemma3-270m
+	$(PY) -m harness.train.eagle --target embedded:gemma3-270m --loss-negatives 16384
 	$(PY) -m harness.train.eagle --target embedded:gemma3-270m --head reduced --vocab 16384 --init-from embedded:gemma3-270m-eagle3 --steps 600
 	$(PY) -m harness.train.eagle --target embedded:gemma3-270m --head reduced --vocab 32768 --init-from embedded:gemma3-270m-eagle3 --steps 600
 
