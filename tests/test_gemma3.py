@@ -173,7 +173,7 @@ def test_a_drafter_built_for_an_embedded_target_is_found_in_the_cache(drafters, 
     drafter = load_eagle("embedded:gemma3-270m-eagle3", replica[1], torch.float32)
     assert drafter.config.draft_vocab_size == GEMMA_VOCAB
     with pytest.raises(HarnessError, match=f"--target embedded:gemma3-270m --head reduced --vocab 16384 "
-                                           f"--init-from {built} --steps 600"):
+                                           f"--init-from {built} --steps 300"):
         eagle_folder("embedded:gemma3-270m-eagle3-r16384")
 
 
