@@ -141,9 +141,9 @@ def ttt_loss(eagle: Eagle3, batch: dict, steps: int, head_weight: torch.Tensor, 
     head_ids = torch.where(t_ids >= 0, to_head[t_ids.long().clamp_min(0)], -1)
     bias, spec_weight = 0.0, speculator.vocab.weight if speculator is not None else None
     if 0 < negatives < len(head_weight):
-        rows, bias, column = sampled_vocabulary(head_ids[mask], len(head_weight), negatives)
-        head_weight, head_ids = head_weight[rows], torch.where(head_ids >= 0, column[head_ids.clamp_min(0)], -1)
-        spec_weight = spec_weight[rows] if speculator is not None else None  # the full head: rows are target ids
+        scored, bias, column = sampled_vocabulary(head_ids[mask], len(head_weight), negatives)
+        head_weight, head_ids = head_weight[scored], torch.where(head_ids >= 0, column[head_ids.clamp_min(0)], -1)
+        spec_weight = spec_weight[scored] if speculator is not None else None  # the full head: rows are target ids
     loss, agree = 0.0, []
     for i, h in enumerate(states):
         rows = mask.clone()
