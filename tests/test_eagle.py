@@ -401,3 +401,23 @@ def test_a_drafter_trained_on_a_sampled_softmax_agrees_with_the_full_head():
     log = train(eagle, BIGRAM, items[8:], "full", torch.arange(VOCAB), steps=200, batch=8, ttt=3, lr=1e-2,
                 val=items[:8], negatives=VOCAB // 8)
     assert min(log["val_agree_per_step"]) > 0.7, log
+
+
+def test_a_full_head_checkpoint_resumes_without_the_unused_drafter_head(tmp_path):
+    """The full head scores with the target's rows, so its checkpoint leaves out the drafter's own lm_head (for
+    Gemma's 262k vocabulary two thirds of the file) and the target's embedding; resuming restores every trained
+    weight all the same."""
+    from harness.train.eagle import drafter_config, new_drafter, train
+    from methods.eagle3 import VocabSpeculator
+
+    items, ckpt = bigram_items(8, new_tokens=8, seed=1), tmp_path / "ckpt.pt"
+    first, spec = new_drafter(drafter_config(BIGRAM.config, VOCAB), BIGRAM, 0), VocabSpeculator(HIDDEN, 8, VOCAB)
+    train(first, BIGRAM, items, "full", torch.arange(VOCAB), steps=3, batch=4, ttt=2, lr=1e-2, ckpt=ckpt, speculator=spec)
+    saved = torch.load(ckpt)
+    assert saved["step"] == 3 and not any(k.startswith(("lm_head", "embed_tokens")) for k in saved["eagle"])
+    again, spec2 = new_drafter(drafter_config(BIGRAM.config, VOCAB), BIGRAM, 1), VocabSpeculator(HIDDEN, 8, VOCAB)
+    train(again, BIGRAM, items, "full", torch.arange(VOCAB), steps=3, batch=4, ttt=2, lr=1e-2, ckpt=ckpt, speculator=spec2)
+    for k, v in first.state_dict().items():
+        if not k.startswith(("lm_head", "embed_tokens")):
+            assert torch.equal(v, again.state_dict()[k]), k
+    assert all(torch.equal(v, spec2.state_dict()[k]) for k, v in spec.state_dict().items())

@@ -41,7 +41,7 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 from transformers import LlamaConfig
 
-from harness.train import draft
+from harness.train import draft, prompts
 from harness.train.common import atomic_save, autocast, compare_with_ar, digest, read_jsonl, write_build
 from harness.train.frspec import frequency_order
 from harness.zoo import WEIGHTS, smollm2
@@ -319,6 +319,8 @@ def train(eagle: Eagle3, target, items: list[dict], head: str, vocab_ids: torch.
     warmup = max(1, steps // 20)
     # the head's rows: the target's frozen output embedding, or the drafter's own (trained) reduced head
     weight = target.get_output_embeddings().weight.detach() if head == "full" else eagle.lm_head.weight
+    # the target's embedding is not ours to save, nor (full head) the drafter's untrained lm_head: 2/3 of Gemma's ckpt
+    unsaved = ("embed_tokens", "lm_head") if head == "full" else ("embed_tokens",)
     bar = tqdm(total=steps, initial=step, desc=desc, unit="step")
     recent = []
     while step < steps:
@@ -337,7 +339,7 @@ def train(eagle: Eagle3, target, items: list[dict], head: str, vocab_ids: torch.
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.3f}", top1="/".join(f"{a:.2f}" for a in agree[:3]))
         if ckpt is not None and (step % 50 == 0 or step == steps):
-            state = {"eagle": {k: v for k, v in eagle.state_dict().items() if not k.startswith("embed_tokens")},
+            state = {"eagle": {k: v for k, v in eagle.state_dict().items() if not k.startswith(unsaved)},
                      "opt": opt.state_dict(), "step": step}
             if speculator is not None:
                 state["speculator"] = speculator.state_dict()
@@ -491,7 +493,10 @@ def main(argv=None):
                     help="full: tied target head (+ SpecVocab speculator); reduced: trained top-N head with d2t/t2d")
     ap.add_argument("--vocab", type=int, default=8192, help="N for --head reduced")
     ap.add_argument("--rank", type=int, default=0, help="speculator width d' (default d/8)")
-    ap.add_argument("--answers", type=int, default=1789, help="training answers used (the generate stage's first N)")
+    ap.add_argument("--train-prompts", type=int, default=prompts.N_TRAIN,
+                    help="training prompts the target answers: the bundled train.jsonl's 1600, or more from the same "
+                         "generator (its first 1600 unchanged; written into the cache)")
+    ap.add_argument("--answers", type=int, help="training answers used (the generate stage's first N; default all)")
     ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--ttt", type=int, default=4, help="unrolled steps of training-time test")
@@ -517,6 +522,7 @@ def main(argv=None):
     ap.add_argument("--no-eval", action="store_true")
     args = ap.parse_args(argv)
     draft_args = draft.parser().parse_args(["--smoke"] if args.smoke else [])
+    draft_args.prompts = prompts.train_file(args.train_prompts, smollm2.cache_root() / "zoo-prompts")
     if args.smoke:
         draft_args.n_prompts, draft_args.max_new, draft_args.gen_batch = 4, 8, 4
         args.answers, args.steps, args.batch, args.ttt, args.vocab, args.no_eval = 4, 2, 2, 2, 512, True
