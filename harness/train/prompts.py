@@ -16,6 +16,7 @@ from pathlib import Path
 from harness import PROJECT_ROOT
 
 OUT_DIR = PROJECT_ROOT / "datasets" / "zoo-prompts"
+N_TRAIN = 1600  # prompts in the bundled train.jsonl
 
 # --- fill-ins -------------------------------------------------------------------------------------
 
@@ -256,14 +257,27 @@ def build(n: int, eval_split: bool, seed: int, prefix: str, two_turn: float = 0.
     return rows
 
 
+def train_file(n: int, folder: Path) -> Path:
+    """The bundled train.jsonl for its 1600 prompts; for more, the first n of the same generator (the bundled
+    1600 first, unchanged) written once into `folder`, so a bigger training set needs no committed file."""
+    if n == N_TRAIN:
+        return OUT_DIR / "train.jsonl"
+    path = folder / f"train-{n}.jsonl"
+    if not path.exists():
+        write_jsonl(build(n, False, seed=1, prefix="train"), path)
+    return path
+
+
 def write_jsonl(rows: list[dict], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    tmp = path.with_suffix(".tmp")  # renamed into place: an interrupted write never leaves a short file
+    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    tmp.rename(path)
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n-train", type=int, default=1600)
+    ap.add_argument("--n-train", type=int, default=N_TRAIN)
     ap.add_argument("--n-eval", type=int, default=40)
     ap.add_argument("--out", type=Path, default=OUT_DIR)
     args = ap.parse_args(argv)
