@@ -20,7 +20,7 @@ from methods import DecodeSettings, get_method
 from methods.drafting import CAPTION_PREFIX, mode_embeds, newline_id, vision_features
 from tests.conftest import ROOT
 
-N = tiny_llava.IMAGE_TOKENS
+N = tiny_llava.grid() ** 2  # image tokens per image of the committed target
 
 
 @pytest.fixture(scope="module")
@@ -196,8 +196,8 @@ def test_draft_context_cuts_every_view_and_keeps_only_answers_inside_it(pair):
     row = dict(prompt=prompt, response=response, images=sample["images"], top_ids=torch.randint(0, 49152, (len(response), 4), generator=g),
                top_lp=torch.randn(len(response), 4, generator=g))
     for view in ("M", "P", "T"):
-        assert train_vlm.view_embeds_len(row, view) == train_vlm.view_embeds(draft, enc, row, view).shape[0]
-    full = train_vlm.view_embeds_len(row, "M")
+        assert train_vlm.view_embeds_len(row, view, N) == train_vlm.view_embeds(draft, enc, row, view).shape[0]
+    full = train_vlm.view_embeds_len(row, "M", N)
     cut = full - 4  # the positions that predict the last 3 answer tokens are past the context
     with torch.no_grad():
         loss_cut, _ = train_vlm.draft_loss(draft, enc, [(row, "M")], context=cut)
@@ -208,10 +208,10 @@ def test_draft_context_cuts_every_view_and_keeps_only_answers_inside_it(pair):
     assert torch.allclose(loss_cut, loss_short) and torch.allclose(loss_full, loss_none)
     assert not torch.allclose(loss_cut, loss_none)
     args = argparse.Namespace(draft_max_m_images=2, p_views=0.0, draft_context=len(prompt) - 5)
-    views = train_vlm.draft_views([{**sample, "id": "x"}], {"x": row}, args, random.Random(0))
+    views = train_vlm.draft_views([{**sample, "id": "x"}], {"x": row}, args, random.Random(0), N)
     assert views == [(dict(row, images=sample["images"]), "T")]  # M's answer starts past the context: dropped
     args.draft_context = None  # --draft-grounded samples train in M only
-    assert [v for _, v in train_vlm.draft_views([{**sample, "id": "x", "m_only": True}], {"x": row}, args, random.Random(0))] == ["M"]
+    assert [v for _, v in train_vlm.draft_views([{**sample, "id": "x", "m_only": True}], {"x": row}, args, random.Random(0), N)] == ["M"]
 
 
 def test_save_weights_splits_tensors_bigger_than_a_file(tmp_path):
@@ -229,17 +229,17 @@ def test_save_weights_splits_tensors_bigger_than_a_file(tmp_path):
 def test_vision_pretraining_targets_name_what_each_patch_shows():
     from harness.train.vlm import Encoder, WordTargets, patch_words
 
-    g, size = tiny_llava.GRID, vlm_data.RENDER
+    g, size = tiny_llava.grid(), vlm_data.RENDER
     cell = size // g
     spec = {"kind": "shapes", "size": size, "background": "cream", "objects": [
         {"kind": "circle", "color": "red", "x": cell // 2, "y": cell // 2, "r": 10},
         {"kind": "star", "color": "blue", "x": size - 5, "y": 2 * cell + 3, "r": 10, "label": 7}]}
-    words = patch_words(spec)
+    words = patch_words(spec, g)
     assert len(words) == g * g
     assert words[0] == ["red", "circle"] and words[2 * g + g - 1] == ["blue", "star", "7"]
     assert all(w == ["cream", "two"] for i, w in enumerate(words) if i not in (0, 2 * g + g - 1))
     chart = vlm_data.make_samples("train", 1, 0, {vlm_data.chart: 1})[0]["images"][0]
-    assert all(chart["chart"] in w and chart["color"] in w for w in patch_words(chart))
+    assert all(chart["chart"] in w and chart["color"] in w for w in patch_words(chart, g))
 
     processor = tiny_llava.make_processor()
     embed = torch.randn(49153, 8)
@@ -250,6 +250,29 @@ def test_vision_pretraining_targets_name_what_each_patch_shows():
     red, circle = (processor.tokenizer(" " + w, add_special_tokens=False)["input_ids"] for w in ("red", "circle"))
     mean = embed[red + circle].mean(0)
     torch.testing.assert_close(t[0, 0], mean * targets.norm / mean.norm())
+
+
+def test_a_target_with_more_patches_loads_with_its_own_image_tokens(tmp_path):
+    """harness.train.vlm --image-size 192: a tower of 8 x 8 patches; the folder's vision config fixes the
+    processor's image tokens (64 per image) at load time, the build's encoder agrees, and the pair decodes."""
+    from harness.train.vlm import Encoder
+
+    vision = {**tiny_llava.VISION, "image_size": 192, "hidden_size": 32, "intermediate_size": 64,
+              "num_hidden_layers": 1, "num_attention_heads": 2, "projection_dim": 32}
+    built = tiny_llava.build_target(torch.float32, vision)
+    tiny_llava.save_weights(tiny_llava.target_parts(built), tmp_path / "target", built.config)
+    target, processor = tiny_llava.load_target(torch.float32, tmp_path)
+    enc = Encoder(processor)
+    assert enc.image_tokens == 64 and target.config.image_seq_length == 64
+    image = scenes.render(vlm_data.make_samples("train", 1, 0, {vlm_data.count: 1})[0]["images"][0])
+    chat = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "How many?"}]}]
+    text = processor.apply_chat_template(chat, add_generation_prompt=True)
+    inputs = processor(images=[image], text=text, return_tensors="pt")
+    assert inputs["input_ids"][0].tolist() == enc.prompt("How many?", 1)
+    assert int((inputs["input_ids"] == target.config.image_token_id).sum()) == 64
+    with torch.no_grad():
+        out = target(**inputs)
+    assert out.logits.shape[1] == inputs["input_ids"].shape[1]
 
 
 TABED_DATASETS = ["llava_w", "docvqa", "pope", "mmvet", "iedit", "magicbrush", "spot_the_diff", "pororo_sv", "vist",

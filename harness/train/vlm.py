@@ -50,7 +50,6 @@ from harness import scenes
 from harness.train import vlm_data
 from harness.train.common import atomic_save, autocast, digest, greedy_topk, half_dtype, resume, write_build
 from harness.zoo import smollm2, tiny_llava
-from harness.zoo.tiny_llava import IMAGE_TOKENS
 
 EOS, NEWLINE = 2, 198
 
@@ -64,12 +63,15 @@ class Encoder:
     def __init__(self, processor):
         self.processor, self.tok = processor, processor.tokenizer
         self.image_id = self.tok.convert_tokens_to_ids(tiny_llava.IMAGE_TOKEN)
+        self.size = processor.image_processor.crop_size["height"]
+        self.grid = self.size // processor.patch_size  # patches per side: grid ** 2 tokens per image
+        self.image_tokens = self.grid ** 2
         self._cache = {}
 
     def prompt(self, question: str, n_images: int) -> list[int]:
         content = [{"type": "image"}] * n_images + [{"type": "text", "text": question}]
         text = self.processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True)
-        text = text.replace(tiny_llava.IMAGE_TOKEN, tiny_llava.IMAGE_TOKEN * IMAGE_TOKENS)
+        text = text.replace(tiny_llava.IMAGE_TOKEN, tiny_llava.IMAGE_TOKEN * self.image_tokens)
         return self.tok(text, add_special_tokens=False)["input_ids"]
 
     def answer(self, text: str) -> list[int]:
@@ -77,7 +79,7 @@ class Encoder:
 
     def pixels(self, specs: list[dict]) -> torch.Tensor:
         if not specs:
-            return torch.zeros(0, 3, tiny_llava.IMAGE_SIZE, tiny_llava.IMAGE_SIZE)
+            return torch.zeros(0, 3, self.size, self.size)
         images = [scenes.render(s) for s in specs]
         return self.processor.image_processor(images, return_tensors="pt")["pixel_values"]
 
@@ -125,12 +127,12 @@ def generate_all(model_fn, enc: Encoder, samples: list[dict], folder: Path, desc
 TIME_WORDS = {"day": "daytime", "dusk": "sunset", "night": "night"}
 
 
-def patch_words(spec: dict) -> list[list[str]]:
-    """What each of the GRID x GRID patches shows, in words: each object's colour and kind (and label) in the
+def patch_words(spec: dict, g: int) -> list[list[str]]:
+    """What each of the g x g patches shows, in words: each object's colour and kind (and label) in the
     patch that holds its centre (one patch per object, so objects can be counted); the scene's own words
     (background colour; ground and time of day; chart kind, colour and title; document kind and title) in
     the patches with no object centre, with the number of shapes in a shapes scene (so it can be read off)."""
-    size, g = spec["size"], tiny_llava.GRID
+    size = spec["size"]
     scene = {"shapes": lambda: [spec["background"], vlm_data.NUMBERS[len(spec["objects"])]],
              "landscape": lambda: [spec["ground"], TIME_WORDS[spec["time"]]],
              "chart": lambda: [spec["chart"], "chart", spec["color"], *spec["title"].split()],
@@ -155,7 +157,7 @@ class WordTargets:
     def __call__(self, specs: list[dict]) -> torch.Tensor:
         out = []
         for spec in specs:
-            for words in patch_words(spec):
+            for words in patch_words(spec, self.enc.grid):
                 key = tuple(words)
                 if key not in self._cache:
                     ids = [i for w in words for i in self.enc.tok(" " + w, add_special_tokens=False)["input_ids"]]
@@ -361,7 +363,7 @@ def view_embeds(draft, enc: Encoder, row: dict, view: str) -> torch.Tensor:
     slots[len(row["prompt"]):] = False
     if view == "T" or not row["images"]:  # T: each image's run of placeholders becomes one newline
         keep = torch.ones_like(ids, dtype=torch.bool)
-        for run in slots.nonzero().flatten().split(IMAGE_TOKENS):
+        for run in slots.nonzero().flatten().split(enc.image_tokens):
             keep[run[1:]] = False
         return embed(ids.masked_fill(slots, NEWLINE)[keep])
     with torch.no_grad():
@@ -370,7 +372,7 @@ def view_embeds(draft, enc: Encoder, row: dict, view: str) -> torch.Tensor:
     feats = vision_features(draft, pixels, pool)  # [n_images, tokens, d]
     if pool > 1:  # keep one image token per pooled feature
         keep = torch.ones_like(ids, dtype=torch.bool)
-        for run in slots.nonzero().flatten().split(IMAGE_TOKENS):
+        for run in slots.nonzero().flatten().split(enc.image_tokens):
             keep[run[feats.shape[1]:]] = False
         ids, slots = ids[keep], slots[keep]
     e = embed(ids)
@@ -403,14 +405,15 @@ def draft_loss(draft, enc: Encoder, views: list[tuple[dict, str]], context: int 
     return loss, (logq.argmax(-1) == t_ids[:, 0]).float().mean()
 
 
-def view_embeds_len(row: dict, view: str) -> int:
+def view_embeds_len(row: dict, view: str, image_tokens: int) -> int:
     """The length of view_embeds(row, view) without building it."""
     n_images = len(row["images"])
-    per_image = {"M": IMAGE_TOKENS, "P": IMAGE_TOKENS // 4}.get(view, 1) if n_images else IMAGE_TOKENS
-    return len(row["prompt"]) + len(row["response"]) - n_images * (IMAGE_TOKENS - per_image)
+    per_image = {"M": image_tokens, "P": image_tokens // 4}.get(view, 1) if n_images else image_tokens
+    return len(row["prompt"]) + len(row["response"]) - n_images * (image_tokens - per_image)
 
 
-def draft_views(samples: list[dict], answers: dict[str, dict], args, rng: random.Random) -> list[tuple[dict, str]]:
+def draft_views(samples: list[dict], answers: dict[str, dict], args, rng: random.Random,
+                image_tokens: int) -> list[tuple[dict, str]]:
     """Every sample's training views; with --draft-context, only views whose answer starts inside it."""
     views = []
     for s in samples:
@@ -428,7 +431,8 @@ def draft_views(samples: list[dict], answers: dict[str, dict], args, rng: random
             if rng.random() < args.p_views:
                 views.append((r, "P"))
     if args.draft_context:
-        views = [(r, v) for r, v in views if view_embeds_len(r, v) - len(r["response"]) < args.draft_context]
+        views = [(r, v) for r, v in views
+                 if view_embeds_len(r, v, image_tokens) - len(r["response"]) < args.draft_context]
     return views
 
 
@@ -437,7 +441,7 @@ def stage_draft(args, work: Path, enc: Encoder, target, samples: list[dict], ans
     draft_text = {**(args.draft_text or {}), **({"max_position_embeddings": args.draft_context} if args.draft_context else {})}
     draft = tiny_llava.build_draft(*tiny_llava.vision_of(target), draft_text)
     init_from_target(draft, target)
-    views = draft_views(samples, answers, args, random.Random(args.seed))
+    views = draft_views(samples, answers, args, random.Random(args.seed), enc.image_tokens)
     params = [p for p in draft.parameters() if p.requires_grad]
 
     def batches(epoch, rng):
@@ -563,6 +567,9 @@ def main(argv=None):
     ap.add_argument("--topk", type=int, default=20)
     ap.add_argument("--gen-batch", type=int, default=32)
     ap.add_argument("--n-vision", type=int, default=24000, help="stage-3 samples (their images; ~1.3 per sample)")
+    ap.add_argument("--image-size", type=int, default=tiny_llava.IMAGE_SIZE,
+                    help=f"the tower's input size in pixels, patches of {tiny_llava.PATCH}: 96 -> 16 image tokens (the "
+                         "committed target), 192 -> 64 (images drawn at 192, so the finer patches see more)")
     ap.add_argument("--vision-steps", type=int, default=2000, help="stage 3 steps (no language model: fast)")
     ap.add_argument("--vision-batch", type=int, default=32, help="images per stage-3 step")
     ap.add_argument("--vision-lr", type=float, default=2e-3)
@@ -592,13 +599,16 @@ def main(argv=None):
     ap.add_argument("--no-eval", action="store_true")
     ap.add_argument("--until", choices=["data", "text", "target", "answers", "draft"], help="stop after this stage")
     args = ap.parse_args(argv)
-    args.vision, args.draft_text = None, ({"num_hidden_layers": args.draft_layers} if args.draft_layers else None)
+    args.vision = None if args.image_size == tiny_llava.IMAGE_SIZE else {**tiny_llava.VISION, "image_size": args.image_size}
+    if args.target_from:  # its images, its tokens
+        args.vision = tiny_llava.vision_config(args.target_from / "target")
+    args.draft_text = {"num_hidden_layers": args.draft_layers} if args.draft_layers else None
     if args.smoke:
         args.n_target, args.n_draft, args.text_max_new, args.text_label_tokens, args.answer_max_new = 12, 8, 4, 4, 4
         args.gen_batch, args.target_steps, args.target_batch, args.draft_steps, args.draft_batch = 8, 2, 4, 2, 4
         args.n_vision, args.vision_steps, args.vision_batch = 8, 2, 4
         args.ckpt_every, args.n_accuracy, args.n_tau, args.eval_tokens, args.topk = 1, 8, 1, 6, 4
-        args.vision = {**tiny_llava.VISION, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+        args.vision = {**(args.vision or tiny_llava.VISION), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
                        "num_attention_heads": 2, "projection_dim": 32}
         args.draft_text = {**dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
                                   num_key_value_heads=1), **(args.draft_text or {})}
@@ -606,7 +616,7 @@ def main(argv=None):
     work = args.work or root
     out = args.out or (work / "weights" if args.smoke else tiny_llava.WEIGHTS_DIR)
     times, build = {}, {}
-    enc = Encoder(tiny_llava.make_processor())
+    enc = Encoder(tiny_llava.make_processor(args.vision))
 
     t = time.time()
     train = vlm_data.make_samples("train", args.n_target, args.seed)

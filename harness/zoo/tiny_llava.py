@@ -11,7 +11,7 @@ Draft   `LlavaForConditionalGeneration` = the target's vision tower (shared, not
 Both come with one `LlavaProcessor`: SmolLM2's tokenizer plus an `<image>` token (id 49152, appended to
 the vocabulary; SmolLM2's embedding gets a zero row for it, so its logit is always 0 and the frozen model
 is otherwise unchanged), a `CLIPImageProcessor` at IMAGE_SIZE, and a ChatML chat template like SmolLM2's
-that also renders content lists (each image as `<image>` + newline, expanded to IMAGE_TOKENS tokens).
+that also renders content lists (each image as `<image>` + newline, expanded to one token per patch).
 Built by `python -m harness.train.vlm`; model cards in `cards/tiny-llava-*.md`.
 """
 from __future__ import annotations
@@ -32,9 +32,7 @@ from harness.zoo import smollm2
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights" / "tiny-llava"
 BUILD = "python -m harness.train.vlm"
 IMAGE_TOKEN = "<image>"
-IMAGE_SIZE, PATCH = 96, 24
-GRID = IMAGE_SIZE // PATCH  # 4x4 patches: 16 image tokens (CLS dropped); pooled 2x2 -> 2x2 = 4
-IMAGE_TOKENS = GRID * GRID
+IMAGE_SIZE, PATCH = 96, 24  # the committed target: 4x4 patches, 16 image tokens (CLS dropped); pooled 2x2 -> 4
 MAX_FILE_BYTES = 20 * 2**20
 SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 
@@ -57,12 +55,22 @@ DRAFT_TEXT = dict(hidden_size=256, intermediate_size=1024, num_hidden_layers=4, 
                   num_key_value_heads=2, max_position_embeddings=8192)
 
 
-def make_processor() -> LlavaProcessor:
+def grid(vision: dict | None = None) -> int:
+    """Patches per image side for a vision config (the committed one by default); image tokens = grid ** 2."""
+    vision = vision or VISION
+    return vision["image_size"] // vision["patch_size"]
+
+
+def make_processor(vision: dict | None = None) -> LlavaProcessor:
+    """The processor for a tower of this vision config (its input size and patch size fix the image tokens)."""
+    vision = vision or VISION
+    size = vision["image_size"]
     tok = AutoTokenizer.from_pretrained(smollm2.converted_dir())
     tok.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
-    images = CLIPImageProcessorPil(size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
-    return LlavaProcessor(image_processor=images, tokenizer=tok, patch_size=PATCH, vision_feature_select_strategy="default",
-                          num_additional_image_tokens=1, chat_template=CHAT_TEMPLATE)
+    images = CLIPImageProcessorPil(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+    return LlavaProcessor(image_processor=images, tokenizer=tok, patch_size=vision["patch_size"],
+                          vision_feature_select_strategy="default", num_additional_image_tokens=1,
+                          chat_template=CHAT_TEMPLATE)
 
 
 def smollm2_text_config() -> LlamaConfig:
@@ -74,7 +82,7 @@ def smollm2_text_config() -> LlamaConfig:
 def llava_config(text: LlamaConfig, vision: dict | None = None) -> LlavaConfig:
     config = LlavaConfig(vision_config=CLIPVisionConfig(**(vision or VISION)), text_config=text,
                          image_token_id=text.vocab_size - 1, vision_feature_layer=-1,
-                         vision_feature_select_strategy="default", image_seq_length=IMAGE_TOKENS,
+                         vision_feature_select_strategy="default", image_seq_length=grid(vision) ** 2,
                          tie_word_embeddings=text.tie_word_embeddings)
     return config
 
@@ -192,7 +200,8 @@ def _load_into(model, state: dict, expected: dict, folder: Path) -> None:
     model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
 
 
-def _vision_config(folder: Path) -> dict:
+def vision_config(folder: Path) -> dict:
+    """The tower's config as a weights folder records it (its image geometry included)."""
     vision = json.loads((folder / "config.json").read_text())["vision_config"]
     return {k: vision[k] for k in VISION}
 
@@ -201,9 +210,9 @@ def load_target(dtype: torch.dtype = torch.float32, folder: Path | None = None):
     """(target, processor): the loader registered as `embedded:tiny-llava-target`."""
     folder = (folder or WEIGHTS_DIR) / "target"
     state = read_weights(folder)
-    model = build_target(torch.float32, _vision_config(folder))
+    model = build_target(torch.float32, vision_config(folder))
     _load_into(model, state, target_parts(model), folder)
-    return model.to(dtype).eval(), make_processor()
+    return model.to(dtype).eval(), make_processor(vision_config(folder))
 
 
 def load_draft(dtype: torch.dtype = torch.float32, folder: Path | None = None):
@@ -213,7 +222,7 @@ def load_draft(dtype: torch.dtype = torch.float32, folder: Path | None = None):
     prefix = "model.vision_tower."
     vision_state = {k.removeprefix(prefix): v.float() for k, v in read_weights(root / "target").items() if k.startswith(prefix)}
     text = json.loads((root / "draft" / "config.json").read_text())["text_config"]
-    model = build_draft(_vision_config(root / "target"), vision_state, {k: text[k] for k in DRAFT_TEXT if k in text})
+    model = build_draft(vision_config(root / "target"), vision_state, {k: text[k] for k in DRAFT_TEXT if k in text})
     _load_into(model, read_weights(root / "draft"), draft_parts(model), root / "draft")
     model.tie_weights()
-    return model.to(dtype).eval(), make_processor()
+    return model.to(dtype).eval(), make_processor(vision_config(root / "target"))
