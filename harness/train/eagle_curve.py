@@ -2,7 +2,7 @@
 asked of the embedded pair (its drafter saw 1,789 answers, ~0.5% of EAGLE's data).
 
     python -m harness.train.eagle_curve                       # the default points (make zoo-eagle-curve)
-    python -m harness.train.eagle_curve --points 900 3580     # only these
+    python -m harness.train.eagle_curve --points 900 3545     # only these
 
 Every point is `harness.train.eagle` with `--answers N` over one generation (the target's answers to the
 first `--train-prompts` prompts of the bundled generator), everything else the committed drafter's recipe
