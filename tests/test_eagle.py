@@ -421,3 +421,22 @@ def test_a_full_head_checkpoint_resumes_without_the_unused_drafter_head(tmp_path
         if not k.startswith(("lm_head", "embed_tokens")):
             assert torch.equal(v, again.state_dict()[k]), k
     assert all(torch.equal(v, spec2.state_dict()[k]) for k, v in spec.state_dict().items())
+
+
+def test_the_first_answers_reuse_the_feature_shards_of_the_whole_generation(tmp_path):
+    """--answers N trains on the first N answers of a generation: their features are the whole run's shards
+    (consecutive answers per shard), only a short last shard is new; the features match a fresh extraction."""
+    from harness.train.eagle import extract_features
+
+    g = torch.Generator().manual_seed(0)
+    rows = [dict(prompt=torch.randint(0, VOCAB, (5,), generator=g).tolist(),
+                 response=torch.randint(0, VOCAB, (3 + i % 4,), generator=g).tolist(), top_ids=None, top_lp=None)
+            for i in range(10)]
+    whole = extract_features(TARGET, rows, tmp_path, batch=4)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["00000.pt", "00001.pt", "00002-2.pt"]
+    first = extract_features(TARGET, rows[:6], tmp_path, batch=4)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["00000.pt", "00001-2.pt", "00001.pt", "00002-2.pt"]
+    fresh = extract_features(TARGET, rows[:6], tmp_path / "fresh", batch=4)
+    for a, b, c in zip(first, whole, fresh):
+        assert a["ids"] == b["ids"] == c["ids"]
+        torch.testing.assert_close(a["features"].float(), c["features"].float(), atol=2e-2, rtol=2e-2)

@@ -183,13 +183,15 @@ def validate(eagle: Eagle3, items: list[dict], steps: int, head_weight: torch.Te
 
 
 def extract_features(target, rows: list[dict], folder: Path, batch: int = 8) -> list[dict]:
-    """Per answer: token ids (prompt + answer), the target's features [n, 3d] (bf16) and the teacher rows."""
+    """Per answer: token ids (prompt + answer), the target's features [n, 3d] (bf16) and the teacher rows.
+    Shards hold `batch` consecutive answers, so the first N answers of a generation (--answers N) reuse the
+    shards of any longer run on it; a short last shard is named by its size."""
     layers = feature_layers(target.config.num_hidden_layers)
     folder.mkdir(parents=True, exist_ok=True)
     out = []
     chunks = [rows[s : s + batch] for s in range(0, len(rows), batch)]
     for c, chunk in enumerate(tqdm(chunks, desc="[2/5 features]", unit="batch")):
-        shard = folder / f"{c:05d}.pt"
+        shard = folder / (f"{c:05d}.pt" if len(chunk) == batch else f"{c:05d}-{len(chunk)}.pt")
         if not shard.exists():
             seqs = [r["prompt"] + r["response"] for r in chunk]
             width = max(map(len, seqs))
@@ -543,10 +545,11 @@ def main(argv=None):
                                     load)
     else:
         data = draft.stage_generate(draft_args, root / "answers", load, eos_ids(target), tokenizer)
+    key = digest(len(data), sum(len(r["response"]) for r in data), args.smoke)  # the whole generation's features
+    subset = [f"answers{args.answers}"] if args.answers is not None and args.answers < len(data) else []
     data = data[: args.answers]
     times["data_s"] = time.time() - t
     t = time.time()
-    key = digest(len(data), sum(len(r["response"]) for r in data), args.smoke)
     items = extract_features(target, data, root / f"features-{key}")
     times["features_s"] = time.time() - t
 
@@ -574,7 +577,7 @@ def main(argv=None):
     warm = [hashlib.sha1(eagle.fc.weight.detach().numpy().tobytes()).hexdigest()] if args.init_from else []
     run = digest(name, key, args.steps, args.batch, args.ttt, args.lr, args.seed, args.rank, args.loss_frac,
                  args.scale_features, "val20", args.weight_decay, args.feature_noise, *warm,
-                 *([f"neg{args.loss_negatives}"] if args.loss_negatives else []))
+                 *([f"neg{args.loss_negatives}"] if args.loss_negatives else []), *subset)
     log = train(eagle.float(), target, fit, args.head, vocab_ids, args.steps, args.batch, args.ttt, args.lr,
                 root / f"train-{run}" / "ckpt.pt", speculator, args.seed, loss_frac=args.loss_frac, scale=scale,
                 weight_decay=args.weight_decay, noise=args.feature_noise, val=val,
