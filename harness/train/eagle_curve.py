@@ -46,7 +46,7 @@ def point(n: int, train_prompts: int, n_eval: int, tokens: int, extra: list[str]
     eagle.main(["--train-prompts", str(train_prompts), "--answers", str(n), "--out", str(folder), "--no-eval", *extra])
     build = json.loads((folder / "build.json").read_text())
     result = eagle.stage_eval(folder, n_eval, tokens, [("full", 0)])["full"]
-    row = dict(answers=build["data"]["answers"], answer_tokens=build["data"]["tokens"], steps=build["train"]["steps"],
+    row = dict(answers=build["data"]["answers"], tokens=build["data"]["tokens"], steps=build["train"]["steps"],
                val_agree=build["train"]["val_agree_per_step"][0], tau=result["tau"], speedup=result["speedup"],
                identical=result["identical"], n_eval=n_eval, wall_s=round(time.time() - t))
     done.write_text(json.dumps(row, indent=1) + "\n")
@@ -59,10 +59,10 @@ def table(rows: list[dict], train_prompts: int) -> str:
              "prompts of harness.train.prompts (the first 1600 are datasets/zoo-prompts/train.jsonl); every point "
              "the same recipe (harness.train.eagle defaults). tau on zoo-eval (held-out prompts), full head, chain "
              "gamma 5, greedy, 128 new tokens; val agree = step-0 top-1 agreement on the held-out 5% of answers.\n",
-             "| answers | answer tokens | steps | val agree (step 0) | tau | speedup vs ar | identical to ar |",
+             "| answers | tokens (prompt + answer) | steps | val agree (step 0) | tau | speedup vs ar | identical to ar |",
              "|---:|---:|---:|---:|---:|---:|:---:|"]
     for r in rows:
-        lines.append(f"| {r['answers']} | {r['answer_tokens']} | {r['steps']} | {r['val_agree']:.3f} | {r['tau']:.2f} "
+        lines.append(f"| {r['answers']} | {r['tokens']} | {r['steps']} | {r['val_agree']:.3f} | {r['tau']:.2f} "
                      f"| {r['speedup']:.2f}x | {r['identical']} |")
     return "\n".join(lines) + "\n"
 
