@@ -30,8 +30,6 @@ from matplotlib.figure import Figure  # noqa: E402  (after choosing the headless
 
 OUT = PROJECT_ROOT / "results" / "eagle-curve"
 POINTS = (900, 1789, 3545)  # 1789: all answers to the bundled 1600 prompts (as the committed drafter); 3545: to 3200
-
-
 TRAIN_PROMPTS = 3200
 
 
@@ -54,7 +52,7 @@ def point(n: int, train_prompts: int, n_eval: int, tokens: int, extra: list[str]
 
 
 def table(rows: list[dict], train_prompts: int) -> str:
-    lines = [f"# smol-eagle3: tau against training answers\n",
+    lines = ["# smol-eagle3: tau against training answers\n",
              f"Target SmolLM2-135M-Instruct; answers: the target's own greedy answers to the first {train_prompts} "
              "prompts of harness.train.prompts (the first 1600 are datasets/zoo-prompts/train.jsonl); every point "
              "the same recipe (harness.train.eagle defaults). tau on zoo-eval (held-out prompts), full head, chain "
