@@ -210,9 +210,10 @@ def load_target(dtype: torch.dtype = torch.float32, folder: Path | None = None):
     """(target, processor): the loader registered as `embedded:tiny-llava-target`."""
     folder = (folder or WEIGHTS_DIR) / "target"
     state = read_weights(folder)
-    model = build_target(torch.float32, vision_config(folder))
+    vision = vision_config(folder)
+    model = build_target(torch.float32, vision)
     _load_into(model, state, target_parts(model), folder)
-    return model.to(dtype).eval(), make_processor(vision_config(folder))
+    return model.to(dtype).eval(), make_processor(vision)
 
 
 def load_draft(dtype: torch.dtype = torch.float32, folder: Path | None = None):
@@ -222,7 +223,8 @@ def load_draft(dtype: torch.dtype = torch.float32, folder: Path | None = None):
     prefix = "model.vision_tower."
     vision_state = {k.removeprefix(prefix): v.float() for k, v in read_weights(root / "target").items() if k.startswith(prefix)}
     text = json.loads((root / "draft" / "config.json").read_text())["text_config"]
-    model = build_draft(vision_config(root / "target"), vision_state, {k: text[k] for k in DRAFT_TEXT if k in text})
+    vision = vision_config(root / "target")
+    model = build_draft(vision, vision_state, {k: text[k] for k in DRAFT_TEXT if k in text})
     _load_into(model, read_weights(root / "draft"), draft_parts(model), root / "draft")
     model.tie_weights()
-    return model.to(dtype).eval(), make_processor(vision_config(root / "target"))
+    return model.to(dtype).eval(), make_processor(vision)
