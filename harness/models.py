@@ -24,7 +24,7 @@ from harness.captioner import load_captioner
 from harness.hub import embedded_name, from_hf, snapshot
 from harness.kernels import choose_packing
 from harness.packing import pack_linears
-from harness.zoo import EMBEDDED, WEIGHTS, load_embedded, smollm2
+from harness.zoo import EMBEDDED, WEIGHTS, eagle_cache, load_embedded
 from methods import Models, Prompt
 from methods.core import devices
 
@@ -169,7 +169,7 @@ def eagle_folder(model_id: str) -> Path:
         folder, build = WEIGHTS / name, "python -m harness.train.eagle"
         local = re.fullmatch(r"(.+)-eagle3(?:-r(\d+))?", name)
         if local and local[1] in EMBEDDED:
-            base = smollm2.cache_root() / f"{local[1]}-eagle3" / "weights"
+            base = eagle_cache(local[1]) / "weights"
             folder, build = base / name, f"{build} --target embedded:{local[1]}"
             if local[2]:
                 build += f" --head reduced --vocab {local[2]} --init-from {base / f'{local[1]}-eagle3'} --steps 300"

@@ -23,7 +23,7 @@ import matplotlib
 from harness import PROJECT_ROOT
 from harness.train import eagle
 from harness.train.common import digest
-from harness.zoo import smollm2
+from harness.zoo import eagle_cache
 
 matplotlib.use("Agg")
 from matplotlib.figure import Figure  # noqa: E402  (after choosing the headless backend)
@@ -36,7 +36,7 @@ TRAIN_PROMPTS = 3200
 def point(n: int, train_prompts: int, n_eval: int, tokens: int, extra: list[str]) -> dict:
     """Build (or reuse) the drafter trained on the first n answers and measure its tau."""
     recipe = f"-{digest(train_prompts, *extra)}" if extra or train_prompts != TRAIN_PROMPTS else ""  # the default: bare aN
-    folder = smollm2.cache_root() / "smol-eagle3" / "curve" / f"a{n}{recipe}"
+    folder = eagle_cache("smol") / "curve" / f"a{n}{recipe}"
     done = folder / "curve.json"
     if done.exists():
         return json.loads(done.read_text())

@@ -27,6 +27,12 @@ EMBEDDED = {
 }
 
 
+def eagle_cache(target: str, smoke: bool = False) -> Path:
+    """The cache folder harness.train.eagle builds an embedded target's EAGLE-3 drafters in (intermediate files, and
+    weights/ for any target but SmolLM2, whose drafters are committed under WEIGHTS). Never committed."""
+    return smollm2.cache_root() / f"{target}-eagle3{'-smoke' if smoke else ''}"
+
+
 def load_embedded(name: str, dtype):
     try:
         build = EMBEDDED[name]
