@@ -10,6 +10,8 @@ setting makes it fastest. Timings are cached per machine (CPU name, library vers
 shape in $SPEC_HARNESS_CACHE/kernels.json (default ~/.cache/spec-harness), and every cell records them in env.json.
 A timing taken while other processes kept the CPUs busy (`busy_share` above BUSY_LIMIT just before it) is used
 once but marked provisional: the next run measures again, and caches for good only a timing taken on a quiet machine.
+
+The build scripts' mixed-precision dtype (`training_dtype`, bfloat16 or float32) is chosen and remembered the same way.
 """
 from __future__ import annotations
 
@@ -97,28 +99,68 @@ def measure(model, tokens: int, device: torch.device) -> dict[str, float]:
     return {"dense_ms": round(ms["dense"], 3), "packed_ms": round(ms["packed"], 3)}
 
 
-def choose_packing(model_id: str, model, tokens: int, device: torch.device, measure_fn=None, busy_fn=None) -> dict:
-    """Whether `model` (dense, as loaded) decodes faster packed at `tokens` tokens a forward: the cached timing when
-    this machine has one for this model, dtype and shape taken on a quiet machine, else a fresh measurement (a few
-    seconds), cached for good when the machine was quiet and marked `provisional` when it was not."""
-    key = f"{machine()} | {model_id} | {str(model.dtype).removeprefix('torch.')} | {tokens} tokens"
+def remembered(key: str, measure_fn, busy_fn=None) -> dict:
+    """The measurement cached under `key` (which names this machine) when it was taken on a quiet machine, else a
+    fresh `measure_fn()`, cached for good when the machine was quiet and marked `provisional` when it was not."""
     file = cache_file()
-    try:
-        cached = json.loads(file.read_text())
-    except (OSError, json.JSONDecodeError):
-        cached = {}
-    if key in cached and not cached[key].get("provisional"):
+
+    def read() -> dict:
+        try:
+            return json.loads(file.read_text())
+        except (OSError, json.JSONDecodeError):
+            return {}
+    if key in (cached := read()) and not cached[key].get("provisional"):
         return {**cached[key], "cached": True}
     busy = (busy_fn or busy_share)()
-    timing = {**(measure_fn or measure)(model, tokens, device), "tokens": tokens, "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"),
-              "busy_share_before": busy, "provisional": busy is not None and busy > BUSY_LIMIT}
-    timing["packed"] = timing["packed_ms"] < timing["dense_ms"]
-    cached[key] = timing
+    timing = {**measure_fn(), "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"), "busy_share_before": busy,
+              "provisional": busy is not None and busy > BUSY_LIMIT}
+    cached = {**read(), key: timing}  # read again: another job may have added its own while this one measured
     file.parent.mkdir(parents=True, exist_ok=True)
     tmp = file.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(cached, indent=1))
     tmp.replace(file)  # atomic: parallel jobs never read half a file
     return {**timing, "cached": False}
+
+
+def choose_packing(model_id: str, model, tokens: int, device: torch.device, measure_fn=None, busy_fn=None) -> dict:
+    """Whether `model` (dense, as loaded) decodes faster packed at `tokens` tokens a forward: the cached timing when
+    this machine has one for this model, dtype and shape taken on a quiet machine, else a fresh measurement (a few
+    seconds)."""
+    def timed() -> dict:
+        ms = (measure_fn or measure)(model, tokens, device)
+        return {**ms, "tokens": tokens, "packed": ms["packed_ms"] < ms["dense_ms"]}
+    return remembered(f"{machine()} | {model_id} | {str(model.dtype).removeprefix('torch.')} | {tokens} tokens", timed,
+                      busy_fn)
+
+
+def matmul_ms(shape: tuple[int, int, int] = (256, 576, 1536)) -> dict[str, float]:
+    """Median milliseconds of an [m, k] @ [k, n] product in bfloat16 and in float32, the two taking turns after a
+    warm-up (a first bfloat16 product pays oneDNN's kernel generation: 3.4 ms against 0.2 ms warm)."""
+    m, k, n = shape
+    gen = torch.Generator().manual_seed(0)
+    pairs = {d: (torch.randn(m, k, generator=gen).to(d), torch.randn(k, n, generator=gen).to(d))
+             for d in (torch.bfloat16, torch.float32)}
+    times = {d: [] for d in pairs}
+    for rnd in range(WARMUP + REPEATS):
+        for d, (a, w) in pairs.items() if rnd % 2 == 0 else reversed(pairs.items()):
+            start = time.perf_counter()
+            a @ w
+            if rnd >= WARMUP:
+                times[d].append(time.perf_counter() - start)
+    return {f"{str(d).removeprefix('torch.')}_ms": round(statistics.median(t) * 1e3, 4) for d, t in times.items()}
+
+
+def training_dtype(measure_fn=None, busy_fn=None) -> torch.dtype:
+    """The mixed-precision dtype of the build scripts: bfloat16 where this CPU multiplies it faster than float32
+    (native bf16: AVX512-BF16, AMX), else float32 (emulated bf16 was 72x slower on a 2-core EPYC without it).
+    Remembered per machine like every lever here, so that each process of a build, a resume included, trains in
+    and names its cached stages by the same dtype: measured afresh in every process, a busy moment once picked
+    float32 where the quiet machine picks bfloat16, and the resumed build redid a finished stage (2026-12-05)."""
+    def timed() -> dict:
+        ms = (measure_fn or matmul_ms)()
+        return {**ms, "bfloat16": ms["bfloat16_ms"] < ms["float32_ms"]}
+    choice = remembered(f"{machine()} | training dtype | matmul 256x576 @ 576x1536", timed, busy_fn)
+    return torch.bfloat16 if choice["bfloat16"] else torch.float32
 
 
 def block_tokens(method_name: str, options: dict) -> int:

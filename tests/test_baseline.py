@@ -55,6 +55,20 @@ def test_a_timing_taken_under_load_is_used_once_and_measured_again(tmp_path, mon
     assert 0.0 <= kernels.busy_share(0.05) <= 1.0  # /proc/stat is there on Linux
 
 
+def test_the_training_dtype_is_measured_once_per_machine_so_a_resumed_build_keeps_it(tmp_path, monkeypatch):
+    """Build scripts key their cached stages by this dtype: a later process (a resume) must get the same one even
+    when a new measurement would say otherwise, while a machine without fast bfloat16 trains in float32."""
+    monkeypatch.setenv("SPEC_HARNESS_CACHE", str(tmp_path))
+    native = lambda: {"bfloat16_ms": 2.0, "float32_ms": 6.5}  # noqa: E731  AVX512-BF16: bf16 ~3x faster
+    emulated = lambda: {"bfloat16_ms": 362.0, "float32_ms": 5.0}  # noqa: E731
+    assert kernels.training_dtype(native, busy_fn=lambda: 0.0) == torch.bfloat16
+    assert kernels.training_dtype(emulated, busy_fn=lambda: 0.0) == torch.bfloat16  # remembered, not remeasured
+    monkeypatch.setattr(kernels, "machine", lambda: "a CPU without native bf16")
+    assert kernels.training_dtype(emulated, busy_fn=lambda: 0.0) == torch.float32
+    ms = kernels.matmul_ms((8, 16, 8))  # the real measurement: both dtypes timed, warm
+    assert set(ms) == {"bfloat16_ms", "float32_ms"} and all(v > 0 for v in ms.values())
+
+
 def test_block_tokens_are_what_the_target_verifies():
     assert kernels.block_tokens("ar", {}) == 1 and kernels.block_tokens("hf_generate", {}) == 1
     assert kernels.block_tokens("sd", {"gamma": 5, "tree_width": 1}) == 6

@@ -6,27 +6,19 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import time
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 from transformers import LogitsProcessor, LogitsProcessorList
 
+from harness import kernels
+
 
 @functools.cache
 def half_dtype() -> torch.dtype:
-    """bfloat16 where this CPU multiplies it faster than float32 (native bf16: AVX512-BF16, AMX), else float32.
-    Measured, not assumed: without native support bf16 matmuls are emulated, 72x slower than float32 on a
-    2-core AMD EPYC (5 ms vs 362 ms for 256x576 @ 576x1536)."""
-    def cost(dtype) -> float:
-        a, w = torch.randn(64, 576, dtype=dtype), torch.randn(576, 576, dtype=dtype)
-        a @ w
-        t = time.perf_counter()
-        for _ in range(3):
-            a @ w
-        return time.perf_counter() - t
-    return torch.bfloat16 if cost(torch.bfloat16) < cost(torch.float32) else torch.float32
+    """The build scripts' mixed-precision dtype, chosen by measurement once per machine (harness.kernels)."""
+    return kernels.training_dtype()
 
 
 def autocast():
