@@ -191,7 +191,7 @@ def stage_vision(args, work: Path, enc: Encoder, model) -> dict:
         rng.shuffle(order)
         return [order[i : i + args.vision_batch] for i in range(0, len(order), args.vision_batch)]
 
-    key = digest(args.vision, len(images), args.vision_steps, args.vision_batch, args.vision_lr, args.seed)
+    key = digest(half_dtype(), args.vision, len(images), args.vision_steps, args.vision_batch, args.vision_lr, args.seed)
     final = train_loop("3/7 vision", model, [(params, 1.0)], batches, lambda b: vision_loss(model, enc, targets, b),
                        args.vision_steps, args.vision_lr, max(1, args.vision_steps // 20), work / f"vision-{key}" / "ckpt.pt",
                        lambda: tiny_llava.target_parts(model), args.ckpt_every, args.seed)
@@ -318,8 +318,9 @@ def stage_target(args, work: Path, enc: Encoder, samples: list[dict], text: dict
     tower = [p for p in model.model.vision_tower.parameters() if p.requires_grad]
     projector = [p for p in model.model.multi_modal_projector.parameters() if p.requires_grad]
     prefix = enc.prefix
-    key = digest(args.vision, len(rows), [r["answer_ids"][:3] for r in rows[:50]], args.target_steps, args.target_batch,
-                 args.target_lr, args.tower_lr_scale, args.seed, args.n_vision, args.vision_steps, args.vision_lr)
+    key = digest(half_dtype(), args.vision, len(rows), [r["answer_ids"][:3] for r in rows[:50]], args.target_steps,
+                 args.target_batch, args.target_lr, args.tower_lr_scale, args.seed, args.n_vision, args.vision_steps,
+                 args.vision_lr)
     final = train_loop("4/7 target", model, [(projector, 1.0), (tower, args.tower_lr_scale)],
                        lambda e, rng: length_batches(rows, args.target_batch, rng),
                        lambda b: target_loss(model, enc, b, prefix), args.target_steps, args.target_lr,
@@ -455,7 +456,7 @@ def stage_draft(args, work: Path, enc: Encoder, target, samples: list[dict], ans
         rng.shuffle(out)
         return out
 
-    key = digest(draft_text, len(views), args.draft_steps, args.draft_batch, args.draft_lr, args.seed,
+    key = digest(half_dtype(), draft_text, len(views), args.draft_steps, args.draft_batch, args.draft_lr, args.seed,
                  args.draft_max_m_images, args.p_views, [answers[k]["response"][:8] for k in sorted(answers)[:50]],
                  float(target.model.multi_modal_projector.linear_2.weight.detach().sum()))
     final = train_loop("6/7 draft", draft, [(params, 1.0)], batches, lambda b: draft_loss(draft, enc, b, args.draft_context),
