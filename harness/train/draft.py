@@ -30,8 +30,8 @@ from tqdm import tqdm
 from transformers import AutoTokenizer
 
 from harness import PROJECT_ROOT
-from harness.train.common import (atomic_save, autocast, compare_with_ar, digest, greedy_topk, read_jsonl, resume,
-                                   write_build)
+from harness.train.common import (atomic_save, autocast, compare_with_ar, digest, greedy_topk, half_dtype, read_jsonl,
+                                   resume, write_build)
 from harness.zoo import smol_draft, smollm2
 from harness.zoo.smol_draft import DEFAULT_CONFIG, SmolDraft
 
@@ -167,7 +167,8 @@ def stage_train(args, work: Path, data: list[dict], vocab: torch.Tensor, cfg: di
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.wd},
                              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}],
                             lr=args.lr, betas=(0.9, 0.95))
-    key = digest(cfg, vocab.tolist(), len(data), args.steps, args.batch, args.lr, args.wd, args.seed, args.warmup)
+    key = digest(half_dtype(), cfg, vocab.tolist(), len(data), args.steps, args.batch, args.lr, args.wd, args.seed,
+                 args.warmup)
     ckpt = work / f"train-{key}" / "ckpt.pt"
     step = resume(ckpt, model, opt, lambda msg: print(f"[3/5 train] {msg}"))
     rng = random.Random(args.seed * 1000 + step)

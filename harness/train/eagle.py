@@ -42,7 +42,7 @@ from tqdm import tqdm
 from transformers import LlamaConfig
 
 from harness.train import draft, prompts
-from harness.train.common import atomic_save, autocast, compare_with_ar, digest, read_jsonl, write_build
+from harness.train.common import atomic_save, autocast, compare_with_ar, digest, half_dtype, read_jsonl, write_build
 from harness.train.frspec import frequency_order
 from harness.zoo import WEIGHTS, eagle_cache, smollm2
 from methods.eagle3 import FREQUENT, INDEX, Eagle3, VocabSpeculator, feature_layers
@@ -575,7 +575,7 @@ def main(argv=None):
                                  config["vocab_size"]) if args.head == "full" else None
     t = time.time()
     warm = [hashlib.sha1(eagle.fc.weight.detach().numpy().tobytes()).hexdigest()] if args.init_from else []
-    run = digest(name, key, args.steps, args.batch, args.ttt, args.lr, args.seed, args.rank, args.loss_frac,
+    run = digest(half_dtype(), name, key, args.steps, args.batch, args.ttt, args.lr, args.seed, args.rank, args.loss_frac,
                  args.scale_features, "val20", args.weight_decay, args.feature_noise, *warm,
                  *([f"neg{args.loss_negatives}"] if args.loss_negatives else []), *subset)
     log = train(eagle.float(), target, fit, args.head, vocab_ids, args.steps, args.batch, args.ttt, args.lr,
