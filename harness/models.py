@@ -24,7 +24,7 @@ from harness.captioner import load_captioner
 from harness.hub import embedded_name, from_hf, snapshot
 from harness.kernels import choose_packing
 from harness.packing import pack_linears
-from harness.zoo import EMBEDDED, WEIGHTS, eagle_cache, load_embedded
+from harness.zoo import EMBEDDED, WEIGHTS, eagle_weights, load_embedded
 from methods import Models, Prompt
 from methods.core import devices
 
@@ -169,10 +169,9 @@ def eagle_folder(model_id: str) -> Path:
         folder, build = WEIGHTS / name, "python -m harness.train.eagle"
         local = re.fullmatch(r"(.+)-eagle3(?:-r(\d+))?", name)
         if local and local[1] in EMBEDDED:
-            base = eagle_cache(local[1]) / "weights"
-            folder, build = base / name, f"{build} --target embedded:{local[1]}"
+            folder, build = eagle_weights(local[1], name), f"{build} --target embedded:{local[1]}"
             if local[2]:
-                build += f" --head reduced --vocab {local[2]} --init-from {base / f'{local[1]}-eagle3'} --steps 300"
+                build += f" --head reduced --vocab {local[2]} --init-from {eagle_weights(local[1], f'{local[1]}-eagle3')} --steps 300"
         elif reduced := re.fullmatch(r"smol-eagle3-r(\d+)", name):
             build += f" --head reduced --vocab {reduced[1]} --init-from {WEIGHTS / 'smol-eagle3'} --steps 600"
         if not (folder / "config.json").exists():

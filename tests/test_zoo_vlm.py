@@ -175,11 +175,12 @@ def test_smoke_build(tmp_path):
     # a new draft for the same target: the target's files are kept, the draft is another
     train_vlm.main(["--smoke", "--work", str(tmp_path), "--out", str(tmp_path / "w2"), "--target-from",
                     str(tmp_path / "weights"), "--draft-layers", "2", "--draft-mixture", "grounded", "--draft-context", "48",
-                    "--draft-grounded", "3"])
+                    "--draft-grounded", "3", "--draft-rope-theta", "10000"])
     kept = {f.name: f.read_bytes() for f in (tmp_path / "weights" / "target").iterdir()}
     assert kept == {f.name: f.read_bytes() for f in (tmp_path / "w2" / "target").iterdir()}
     text_cfg = tiny_llava.load_draft(torch.float32, tmp_path / "w2")[0].config.text_config
     assert text_cfg.num_hidden_layers == 2 and text_cfg.max_position_embeddings == 48
+    assert text_cfg.rope_parameters["rope_theta"] == 10000 and draft.config.text_config.rope_parameters["rope_theta"] == 1e5
     assert json.loads((tmp_path / "w2" / "build.json").read_text())["target_train"].startswith("kept from")
 
 

@@ -44,7 +44,7 @@ from transformers import LlamaConfig
 from harness.train import draft, prompts
 from harness.train.common import atomic_save, autocast, compare_with_ar, digest, half_dtype, read_jsonl, write_build
 from harness.train.frspec import frequency_order
-from harness.zoo import WEIGHTS, eagle_cache, smollm2
+from harness.zoo import eagle_cache, eagle_weights, smollm2
 from methods.eagle3 import FREQUENT, INDEX, Eagle3, VocabSpeculator, feature_layers
 
 EOS = 2  # SmolLM2's; also the filler id of padded positions (never trained on) for any target
@@ -532,7 +532,7 @@ def main(argv=None):
     base = f"{target_name(args.target)}-eagle3"
     name = base if args.head == "full" else f"{base}-r{args.vocab}"
     root = eagle_cache(target_name(args.target), args.smoke)
-    out = args.out or (WEIGHTS / name if default and not args.smoke else root / "weights" / name)
+    out = args.out or eagle_weights(target_name(args.target), name, args.smoke)
     times = {}
 
     target, tokenizer = load_target(args.target, torch.bfloat16)

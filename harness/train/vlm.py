@@ -583,6 +583,8 @@ def main(argv=None):
     ap.add_argument("--draft-lr", type=float, default=2e-3)
     ap.add_argument("--draft-max-m-images", type=int, default=2, help="samples with more images train as T views only")
     ap.add_argument("--draft-layers", type=int, help=f"draft decoder layers (default {tiny_llava.DRAFT_TEXT['num_hidden_layers']})")
+    ap.add_argument("--draft-rope-theta", type=float, help="the draft's RoPE base (default SmolLM2's 1e5; TABED's "
+                    "Llama-68M drafts use 1e4, which extrapolates worse past the trained context)")
     ap.add_argument("--draft-mixture", choices=sorted(DRAFT_MIXTURES), default="default",
                     help="the draft's image kinds: the target's mixture (default), or one with 3x the counting, "
                          "colour and yes/no questions, whose short answers the image decides (grounded)")
@@ -603,7 +605,9 @@ def main(argv=None):
     args.vision = None if args.image_size == tiny_llava.IMAGE_SIZE else {**tiny_llava.VISION, "image_size": args.image_size}
     if args.target_from:  # its images, its tokens
         args.vision = tiny_llava.vision_config(args.target_from / "target")
-    args.draft_text = {"num_hidden_layers": args.draft_layers} if args.draft_layers else None
+    args.draft_text = {**({"num_hidden_layers": args.draft_layers} if args.draft_layers else {}),
+                       **({"rope_parameters": {"rope_type": "default", "rope_theta": args.draft_rope_theta}}
+                          if args.draft_rope_theta else {})} or None
     if args.smoke:
         args.n_target, args.n_draft, args.text_max_new, args.text_label_tokens, args.answer_max_new = 12, 8, 4, 4, 4
         args.gen_batch, args.target_steps, args.target_batch, args.draft_steps, args.draft_batch = 8, 2, 4, 2, 4

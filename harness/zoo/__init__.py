@@ -33,6 +33,12 @@ def eagle_cache(target: str, smoke: bool = False) -> Path:
     return smollm2.cache_root() / f"{target}-eagle3{'-smoke' if smoke else ''}"
 
 
+def eagle_weights(target: str, name: str, smoke: bool = False) -> Path:
+    """The folder of EAGLE-3 drafter `name` built for `target` (short name): committed under WEIGHTS for SmolLM2
+    ("smol"), in the cache for every other target and for smoke builds."""
+    return WEIGHTS / name if target == "smol" and not smoke else eagle_cache(target, smoke) / "weights" / name
+
+
 def load_embedded(name: str, dtype):
     try:
         build = EMBEDDED[name]

@@ -118,10 +118,11 @@ def build_target(dtype: torch.dtype = torch.float32, vision: dict | None = None)
 
 def build_draft(vision: dict, vision_state: dict, text: dict | None = None) -> LlavaForConditionalGeneration:
     """A draft with the target's vision tower (`vision` config, `vision_state` weights; frozen), a new
-    projector and a small Llama over the target's ids with tied input/output embeddings."""
+    projector and a small Llama over the target's ids with tied input/output embeddings (RoPE as SmolLM2's unless
+    `text` sets rope_parameters)."""
     base = smollm2_text_config()
-    text_cfg = LlamaConfig(**{**DRAFT_TEXT, **(text or {})}, vocab_size=base.vocab_size, rms_norm_eps=base.rms_norm_eps,
-                           rope_parameters=base.rope_parameters, tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=2)
+    text_cfg = LlamaConfig(**{**DRAFT_TEXT, "rope_parameters": base.rope_parameters, **(text or {})}, vocab_size=base.vocab_size,
+                           rms_norm_eps=base.rms_norm_eps, tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=2)
     model = LlavaForConditionalGeneration(llava_config(text_cfg, vision))
     model.model.vision_tower.load_state_dict(vision_state)
     for p in model.model.vision_tower.parameters():
