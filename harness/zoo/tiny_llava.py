@@ -225,7 +225,7 @@ def load_draft(dtype: torch.dtype = torch.float32, folder: Path | None = None):
     vision_state = {k.removeprefix(prefix): v.float() for k, v in read_weights(root / "target").items() if k.startswith(prefix)}
     text = json.loads((root / "draft" / "config.json").read_text())["text_config"]
     vision = vision_config(root / "target")
-    model = build_draft(vision, vision_state, {k: text[k] for k in DRAFT_TEXT if k in text})
+    model = build_draft(vision, vision_state, {k: text[k] for k in (*DRAFT_TEXT, "rope_parameters") if k in text})
     _load_into(model, read_weights(root / "draft"), draft_parts(model), root / "draft")
     model.tie_weights()
     return model.to(dtype).eval(), make_processor(vision)
