@@ -584,7 +584,7 @@ def main(argv=None):
     ap.add_argument("--draft-max-m-images", type=int, default=2, help="samples with more images train as T views only")
     ap.add_argument("--draft-layers", type=int, help=f"draft decoder layers (default {tiny_llava.DRAFT_TEXT['num_hidden_layers']})")
     ap.add_argument("--draft-rope-theta", type=float, help="the draft's RoPE base (default SmolLM2's 1e5; TABED's "
-                    "Llama-68M drafts use 1e4, which extrapolates worse past the trained context)")
+                    "Llama-68M drafts use 1e4)")
     ap.add_argument("--draft-mixture", choices=sorted(DRAFT_MIXTURES), default="default",
                     help="the draft's image kinds: the target's mixture (default), or one with 3x the counting, "
                          "colour and yes/no questions, whose short answers the image decides (grounded)")
