@@ -35,6 +35,7 @@ CORRUPT = "samples.corrupt.jsonl"  # lines of samples.jsonl that were not record
 RETRIED = "samples.retried.jsonl"  # failed attempts taken out to be decoded again (retry_failed), kept for the record
 STEP_COSTS = "step_costs.json"  # a method cell's draft and verify step latencies (harness.latency)
 BASELINE = "baseline.json"  # an ar cell's calibration against transformers' generate() (harness.baseline)
+LOSSLESS = "lossless.json"  # a method cell's check against its ar twins, by teacher forcing (harness.lossless)
 # Settings that define a cell's numbers: a rerun into the same directory must agree on all of them.
 IDENTITY_KEYS = ("backend", "method", "pair", "dataset", "max_new_tokens", "temperature", "top_p", "seed", "warmup",
                  "dtype", "pack_weights", "reuse_first_turn")
@@ -253,12 +254,14 @@ def metrics(records, paired: bool = False) -> dict:
     the names summary.json, report.csv and every table use; NaN where a ratio has nothing to divide by.
 
     Counts and sums are over the group's ok records. With `paired` (the report, after pairing each record with
-    ar's record of the same sample and turn) each record may carry `ar_wall_s` and `ar_output_ids` (NaN/None:
-    no ar twin) and `temperature`, which add n_paired, speedup (ratio of total walltimes over the paired
-    records), speedup_mean (mean of per-record ratios), their 95% bootstrap intervals (_lo, _hi) and lossless
-    (every paired greedy output equals ar's; "n/a" under sampling or without twins), and for a serving engine's
-    records agrees_with_hf (engine_agreement). summary.json, written by the run before any pairing, has the
-    others only."""
+    ar's record of the same sample and turn, and with the fastest plain decoding's: report.with_fastest_plain)
+    each record may carry `ar_wall_s` and `ar_output_ids` (NaN/None: no ar twin), `base` and `base_wall_s` (the
+    denominator's tag and walltime; ar's where absent) and `temperature`, which add n_paired (records with an ar
+    twin), speedup (ratio of total walltimes, the denominator's over the method's), speedup_mean (mean of
+    per-record ratios), their 95% bootstrap intervals (_lo, _hi), vs (the denominator's tag), speedup_vs_ar
+    (over our eager ar: the papers' setting), lossless (lossless_verdict of the paired greedy records'
+    `lossless_check`; "n/a" under sampling or without twins) and, for a serving engine's records, agrees_with_hf
+    (engine_agreement). summary.json, written by the run before any pairing, has the others only."""
     records = list(records)
     ok = [r for r in records if r["status"] == "ok"]
     accepted = [a for r in ok for a in (r.get("accepted") or [])]
@@ -280,11 +283,29 @@ def metrics(records, paired: bool = False) -> dict:
         twins = [r for r in ok if _given(r.get("ar_wall_s"))]
         lossless = "n/a"
         if twins and all(r.get("temperature") == 0 for r in records):
-            lossless = all(list(r["output_ids"]) == list(r["ar_output_ids"]) for r in twins)
-        out.update(n_paired=len(twins), **speedups(np.array([r["ar_wall_s"] for r in twins], float),
-                                                   np.array([walltime(r) for r in twins], float)),
+            lossless = lossless_verdict([r.get("lossless_check") or (
+                "same" if list(r["output_ids"]) == list(r["ar_output_ids"]) else "unchecked") for r in twins])
+        based = [r for r in ok if _given(r.get("base_wall_s", r.get("ar_wall_s")))]
+        out.update(n_paired=len(twins), **speedups(np.array([r.get("base_wall_s", r.get("ar_wall_s")) for r in based],
+                                                            float), np.array([walltime(r) for r in based], float)),
+                   vs="/".join(sorted({r.get("base") or "ar" for r in based})),
+                   speedup_vs_ar=_div(sum(r["ar_wall_s"] for r in twins), sum(walltime(r) for r in twins)),
                    lossless=lossless, agrees_with_hf=engine_agreement(ok))
     return out
+
+
+def lossless_verdict(checks: list[str]) -> str:
+    """The `lossless` verdict of a group from its paired greedy records' checks (harness.lossless.record_check:
+    "same" as ar's, "tie", "lossy", or "unchecked" when an output differs and no check judged it yet): `exact`,
+    `ties k/N`, `LOSSY k/N` (a bug), or `unchecked k/N` (run `python -m harness.lossless`); "n/a" for none."""
+    if not checks:
+        return "n/a"
+    n, count = len(checks), {c: checks.count(c) for c in ("tie", "lossy", "unchecked")}
+    if count["lossy"]:
+        return f"LOSSY {count['lossy']}/{n}" + (f", unchecked {count['unchecked']}/{n}" if count["unchecked"] else "")
+    if count["unchecked"]:
+        return f"unchecked {count['unchecked'] + count['tie']}/{n}"
+    return f"ties {count['tie']}/{n}" if count["tie"] else "exact"
 
 
 def throughput(ok: list[dict]) -> float:

@@ -35,6 +35,7 @@ import yaml
 from harness import PROJECT_ROOT, HarnessError
 from harness.claims import evaluate, load_claims
 from harness.claims import write as write_claims
+from harness.lossless import lossy_line, record_check, stored_checks
 from harness.records import CONFIG, SAMPLES, SUMMARY, backend_tag, lock_holder, metrics, read_records, walltime
 from harness.sweeps import not_hydra, sweep_jobs
 
@@ -71,7 +72,7 @@ def cell_identity(cfg: dict, summary: dict | None) -> dict:
             "request_rate": float((cfg.get("backend") or {}).get("request_rate") or 0.0),  # 0: all at once
             "hf_settings": json.dumps(settings, sort_keys=True),  # the same cell's settings on our own loops
             "settings": json.dumps({**settings, **({"backend": engine} if engine else {})}, sort_keys=True),
-            "method_name": m["name"], "modes": m.get("drafts") or m.get("drafting") or "",
+            "method_name": m["name"], "modes": m.get("drafts") or m.get("drafting") or "", "cache": m.get("cache") or "",
             "temperature": cfg.get("temperature") or 0.0,
             "source": summary.get("dataset_source", "?") if summary else "unfinished"}
 
@@ -123,7 +124,37 @@ def pair_with_ar(df: pd.DataFrame) -> pd.DataFrame:
     hf_ar = hf_ar.rename(columns={"output_ids": "hf_ar_output_ids"})
     df = df.merge(hf_ar, on=keys, how="left")
     df.loc[df.backend == "hf", "hf_ar_output_ids"] = None
-    return df
+    return with_fastest_plain(df)
+
+
+PLAIN = ("ar", "hf_generate")  # plain decoding: our eager loop, transformers' generate() (dynamic or static cache)
+EAGER_ONLY = ("hf_assisted",)  # methods that cannot use a static cache (transformers refuses): held against eager
+
+
+def with_fastest_plain(df: pd.DataFrame) -> pd.DataFrame:
+    """Add `base` (the tag of the fastest plain decoding of the same run, pair, dataset, task and settings: the
+    least total walltime over the samples every plain cell there decoded) and `base_wall_s` (its walltime for the
+    record's sample and turn): what `speedup` divides by. A method that cannot use a static cache is held against
+    the fastest eager one."""
+    group = [k for k in PAIR_KEYS if k not in ("id", "turn")]
+    plain = df[df.method_name.isin(PLAIN) & (df.status == "ok")]
+    walls = {(*key, m, i, t): w for *key, m, i, t, w in zip(*(plain[k] for k in group), plain.method, plain.id,
+                                                              plain.turn, (walltime(r) for r in plain.to_dict("records")))}
+    choice = {}
+    for key, g in plain.groupby(group, sort=False):
+        done = [set(zip(h.id, h.turn)) for _, h in g.groupby("method")]
+        common = set.intersection(*done)
+        totals = {m: sum(walls[(*key, m, *it)] for it in common) for m in g.method.unique()}
+        eager = {m: v for m, v in totals.items() if not (g.cache[g.method == m] == "static").any()}
+        choice[key] = (min(totals, key=totals.get), min(eager, key=eager.get) if eager else None)
+    base, base_wall = [], []
+    for r in df.to_dict("records"):
+        key = tuple(r[k] for k in group)
+        fastest, fastest_eager = choice.get(key, (None, None))
+        tag = fastest_eager if r["method_name"] in EAGER_ONLY else fastest
+        base.append(tag)
+        base_wall.append(walls.get((*key, tag, r["id"], r["turn"]), np.nan))
+    return df.assign(base=base, base_wall_s=base_wall)
 
 
 def display_names(methods: dict[str, str]) -> dict[str, str]:
@@ -151,13 +182,16 @@ def display_names(methods: dict[str, str]) -> dict[str, str]:
 
 def load(root: Path) -> pd.DataFrame:
     """Records under `root`, paired with ar's, each with its method's display name in `name` (computed over
-    every record here, so a cell has one name in every table and figure); an empty frame if there are none."""
+    every record here, so a cell has one name in every table and figure) and its `lossless_check` against ar's
+    output (harness.lossless.record_check, from the cell's lossless.json); an empty frame if there are none."""
     df = load_records(Path(root))
     if df.empty:
         return df
     df = pair_with_ar(df)
     names = display_names(dict(zip(df.method, df.method_name)))
-    return df.assign(name=df.method.map(names))
+    stored = {cell: stored_checks(Path(cell)) for cell in df.cell.unique()}
+    checks = [record_check(r, stored[r["cell"]]) if r["status"] == "ok" else None for r in df.to_dict("records")]
+    return df.assign(name=df.method.map(names), lossless_check=checks)
 
 
 # --- metrics (harness.records.metrics: the one definition) ---------------------------------------------
@@ -282,8 +316,11 @@ def second_turn(df: pd.DataFrame) -> tuple[dict[str, pd.DataFrame], pd.DataFrame
 # --- rendering -----------------------------------------------------------------------------------------
 
 CELL_COLUMNS = ["name", "turn", "n_ok", "n_failed", "new_tokens", "tau", "acceptance_rate", "speedup", "speedup_ci",
-                "speedup_mean", "tokens_per_s", "throughput_tokens_per_s", "ttft_p50_ms", "ttft_p99_ms", "tpot_p50_ms",
+                "speedup_mean", "vs", "speedup_vs_ar", "tokens_per_s", "throughput_tokens_per_s", "ttft_p50_ms", "ttft_p99_ms", "tpot_p50_ms",
                 "tpot_p99_ms", "prefill_s", "decode_s", "lossless", "agrees_with_hf"]
+DENOMINATOR_COLUMNS = ("vs", "speedup_vs_ar")  # shown where a speedup divides by something other than our ar
+VS_LABELS = {"ar": "our ar (eager)", "hf_generate_dynamic": "generate() dynamic cache",
+             "hf_generate_static": "generate() static cache (compiled on CUDA)"}
 ENGINE_COLUMNS = ("throughput_tokens_per_s", "ttft_p50_ms", "ttft_p99_ms", "tpot_p50_ms", "tpot_p99_ms",
                   "agrees_with_hf")  # shown where a serving engine's cells are
 
@@ -295,8 +332,10 @@ def render_cells(cells: pd.DataFrame) -> str:
     for (run, pair, dataset, task), t in cells.groupby(["run", "pair", "dataset", "task"], sort=False):
         t = t.assign(speedup_ci=[f"{lo:.2f}–{hi:.2f}" if lo == lo else "" for lo, hi in zip(t.speedup_lo,
                                                                                           t.speedup_hi)])
+        other = ~t.vs.fillna("").str.partition("@")[0].isin(["ar", ""])  # another engine's ar is its own "ar"
+        t = t.assign(vs=[VS_LABELS.get(v, v) for v in t.vs.fillna("")])
         cols = [c for c in CELL_COLUMNS if (c != "turn" or t.turn.nunique() > 1) and (c not in ENGINE_COLUMNS or
-                                                                                    (t.backend != "hf").any())]
+                (t.backend != "hf").any()) and (c not in DENOMINATOR_COLUMNS or other.any())]
         if t.n_failed.any():  # what went wrong, where anything did (a cell with no ok record shows only this)
             cols.append("top_error")
         second = f" second_turn={task}" if task else ""
@@ -449,10 +488,27 @@ def report(root: Path, claims: list | None = None) -> str:
     show = shown(df, rob)
     printed = [layouts[k] for k in ("table1", "eagle", "second_turn", "robust") if show[k] and layouts.get(k)]
     text = "\n".join([header + render_cells(cells), *printed] + ([FOOTNOTE + "\n"] if printed else []))
+    text += lossless_notes(df, root)
     if claims is not None:
         text += "\n" + write_claims(evaluate(df, claims), out, root)
     (root / "report.md").write_text(text)
     return text
+
+
+def lossless_notes(df: pd.DataFrame, root: Path) -> str:
+    """Every LOSSY output (sample, position, both tokens, margin) and a count of the unchecked ones, for report.md."""
+    parts = []
+    lossy = df[df.lossless_check == "lossy"]
+    if len(lossy):
+        stored = {cell: stored_checks(Path(cell)) for cell in lossy.cell.unique()}
+        parts += ["#### LOSSY outputs (harness.lossless: a token beyond the tie tolerance, or a wrong stop)", ""]
+        parts += [lossy_line(str(Path(r.cell).relative_to(root)), stored[r.cell][(r.id, r.turn)])
+                  for r in lossy.itertuples()]
+    unchecked = int((df.lossless_check == "unchecked").sum())
+    if unchecked:
+        parts += ["", f"{unchecked} greedy output(s) differ from ar's and were not checked by teacher forcing yet: "
+                  f"`python -m harness.lossless {root}` (or `report --lossless`) tells ties from bugs."]
+    return "\n" + "\n".join(parts) + "\n" if parts else ""
 
 
 # --- status --------------------------------------------------------------------------------------------
@@ -517,6 +573,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("results", type=Path, help="a results directory (any level: root, run, pair, ...)")
     parser.add_argument("--status", action="store_true", help="list done / running / partial / failed / missing cells "
                         "(missing ones are found from multiruns under RESULTS/.hydra: give the output root)")
+    parser.add_argument("--lossless", action="store_true", help="first check every greedy output that differs from "
+                        "ar's by teacher forcing (python -m harness.lossless RESULTS), then report")
     parser.add_argument("--claims", metavar="NAME", help="also put measured next to the published claims of "
                         "conf/claims/NAME.yaml (or all of them: all), in tables/claims.md and .csv")
     args = parser.parse_args(argv)
@@ -540,6 +598,10 @@ def main(argv: list[str] | None = None) -> int:
     if not any(root.rglob(SAMPLES)):
         print(f"error: no cells with {SAMPLES} under {args.results}", file=sys.stderr)
         return 2
+    if args.lossless:
+        from harness.lossless import check_tree
+
+        check_tree(root)
     print(report(root, claims))
     print(f"wrote {root / 'report.md'}, {root / 'report.csv'} and {root / 'tables'}/ (every layout: table1, eagle, "
           "robust, second_turn as .md, .tex and .csv" + ("; claims.md and .csv" if claims else "") + ")")

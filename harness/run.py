@@ -14,7 +14,7 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 from tqdm import tqdm
 
 from harness import HarnessError, baseline, kernels, packing
@@ -42,20 +42,18 @@ def decode_sample(pair: Pair, generate, options: dict, sample: Sample, settings:
     `given` is a stored first answer to reuse instead of decoding turn 0 (then turn 0 gets no record).
     A failure is recorded in that turn's line and ends the sample; it never ends the run."""
     generator = torch.Generator(device=pair.device).manual_seed(seed)
-    messages, records, n_images = [], [], 0
-    for turn, (text, added) in enumerate(zip(sample.turns, sample.images_per_turn())):
+    answers, records = [], []
+    for turn, text in enumerate(sample.turns):
         rec = {"id": sample.id, "turn": turn, "status": "ok", "error": None}
         try:
             if sample.error:
                 raise HarnessError(sample.error)
             if not text.strip():
                 raise HarnessError("empty prompt")  # the record names the sample and turn
-            messages.append({"role": "user", "content": text, "n_images": added})
-            n_images += added
             if turn == 0 and given is not None:
-                messages.append({"role": "assistant", "content": given})
+                answers.append(given)
                 continue
-            prompt = pair.encode(messages, open_images(sample.images[:n_images]))
+            prompt = turn_prompt(pair, sample, turn, answers)
             pair.check_fits(prompt, settings.max_new_tokens)
             result = generate(pair.models, prompt, settings, generator, **options)
         except Exception as err:  # noqa: BLE001 - a failed sample is data, not a crash
@@ -66,7 +64,7 @@ def decode_sample(pair: Pair, generate, options: dict, sample: Sample, settings:
             return records
         out = result.tokens[0]
         answer = pair.tokenizer.decode(out, skip_special_tokens=True)
-        messages.append({"role": "assistant", "content": answer})
+        answers.append(answer)
         rec.update(n_prompt_tokens=int(prompt.target["input_ids"].shape[1]), new_tokens=len(out),
                    output_ids=out, output_text=answer, wall_s=result.stats["prefill_s"] + result.stats["decode_s"],
                    **result.stats)
@@ -75,10 +73,22 @@ def decode_sample(pair: Pair, generate, options: dict, sample: Sample, settings:
     return records
 
 
+def turn_prompt(pair: Pair, sample: Sample, turn: int, answers: list[str]):
+    """Turn `turn` of a sample as the target's prompt: every user turn up to it with its images, each earlier one
+    followed by the target's own answer (`answers[k]` for turn k). The one conversation builder: decoding and the
+    lossless check (harness.lossless) rebuild the same prompt from it."""
+    messages, n_images = [], 0
+    for k, (text, added) in enumerate(zip(sample.turns[:turn + 1], sample.images_per_turn())):
+        messages.append({"role": "user", "content": text, "n_images": added})
+        n_images += added
+        if k < turn:
+            messages.append({"role": "assistant", "content": answers[k]})
+    return pair.encode(messages, open_images(sample.images[:n_images]))
+
+
 def first_prompt(pair: Pair, sample: Sample):
     """The sample's first turn as the target's prompt, with its images (for timings outside the records)."""
-    n = sample.images_per_turn()[0]
-    return pair.encode([{"role": "user", "content": sample.turns[0], "n_images": n}], open_images(sample.images[:n]))
+    return turn_prompt(pair, sample, 0, [])
 
 
 def stored_first_turns(cfg) -> dict[str, str]:
@@ -116,11 +126,11 @@ def baseline_strength(cfg, pair: Pair, samples: list[Sample], settings_base: dic
         return {"skipped": "no usable prompt" if not prompts else "sampling: greedy outputs are what it compares"}
     dense = load_model(cfg.pair.target.id, dtype, device, False, placement(cfg.pair.target))[0]  # what generate() runs
     result = baseline.calibrate(pair, dense, prompts, settings)
-    result["accepted_weak"] = baseline.weak(result) and bool(cfg.get("accept_weak_baseline", False))
-    log.info("baseline: our ar %.2f ms/token, transformers generate() %.2f ms/token: ar vs generate %.2fx (%.2f-%.2f)",
-             result["ar_ms_per_token"], result["generate_ms_per_token"], result["ratio"], result["ratio_lo"],
-             result["ratio_hi"])
-    baseline.check(result, bool(cfg.get("accept_weak_baseline", False)))
+    log.info("baseline: our ar %.2f ms/token, transformers generate() %.2f ms/token: ar vs generate %.2fx (%.2f-%.2f); "
+             "outputs: %s", result["ar_ms_per_token"], result["generate_ms_per_token"], result["ratio"],
+             result["ratio_lo"], result["ratio_hi"], result["lossless"])
+    result["denominator"] = baseline.decide(result, pair.device.type, bool(cfg.get("accept_weak_baseline", False)))
+    result["accepted_weak"] = baseline.weak(result) and result["denominator"] == "ar"
     return result
 
 
@@ -240,10 +250,31 @@ def setup_fault(records: list[dict]) -> str | None:
 
 
 def run_cell(cfg) -> dict:
+    """Decode one cell (or skip it, finished); an ar cell whose calibration timed a static-cache generate() (on
+    CUDA) then decodes its twin, so the report can divide by the fastest plain decoding per sample."""
     settings_base = check_settings(cfg)
     cell = cell_dir(cfg)
     with cell_lock(cell):
-        return _run_cell(cfg, cell, settings_base)
+        summary = _run_cell(cfg, cell, settings_base)
+    twin = static_twin(cfg, summary)
+    if twin is not None:
+        log.info("ar on CUDA: decoding the same samples with transformers' generate(), static cache, as the "
+                 "denominator's twin cell")
+        run_cell(twin)
+    return summary
+
+
+def static_twin(cfg, summary: dict):
+    """The `hf_generate cache=static` cell beside an ar cell whose calibration timed that setting (only on CUDA,
+    harness.baseline.generate_settings), else None."""
+    timed = ((summary or {}).get("baseline") or {}).get("generate_settings_ms_per_token") or {}
+    if cfg.method.name != "ar" or baseline.STATIC not in timed:
+        return None
+    twin = cfg.copy()
+    with open_dict(twin):
+        twin.method = OmegaConf.create({"name": "hf_generate", "tag": "hf_generate_static", "cache": "static"})
+        twin.baseline_check = False
+    return twin
 
 
 def _run_cell(cfg, cell: Path, settings_base: dict) -> dict:

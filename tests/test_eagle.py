@@ -282,7 +282,7 @@ def test_eagle_and_specvocab_through_the_cli(tmp_path, random_pair_dir):
     import pandas as pd
 
     table = pd.read_csv(tmp_path / "results" / "e" / "report.csv").set_index("method")
-    assert table.loc[["eagle_checkpoint0_g5_w1_k0t60", "specvocab_k16_g5_w1_k0t60"], "lossless"].astype(str).tolist() == ["True"] * 2
+    assert table.loc[["eagle_checkpoint0_g5_w1_k0t60", "specvocab_k16_g5_w1_k0t60"], "lossless"].tolist() == ["exact"] * 2
     missing = harness_cli("method=eagle", *common[:-1], "run_name=no-eagle", cwd=tmp_path)
     assert missing.returncode == 2 and "no EAGLE-3 drafter" in missing.stderr
 

@@ -53,14 +53,14 @@ def cell_row(root, method):
 
 def test_numbers_by_hand(results):
     ar, sd = cell_row(results, "ar"), cell_row(results, "sd_g4")
-    assert ar.tau == 1.0 and ar.speedup == 1.0 and ar.lossless == True  # noqa: E712 (numpy bool)
+    assert ar.tau == 1.0 and ar.speedup == 1.0 and ar.lossless == "exact"
     assert ar.speedup_lo == ar.speedup_hi == 1.0
     assert sd.n_ok == 2 and sd.n_failed == 1 and sd.new_tokens == 6
     assert sd.tau == pytest.approx(6 / 4)
     assert sd.acceptance_rate == pytest.approx(2 / 5)
     assert sd.speedup == pytest.approx(3.0 / 1.5)
     assert sd.speedup_mean == pytest.approx((2.0 / 1.0 + 1.0 / 0.5) / 2)
-    assert sd.lossless == False  # noqa: E712 - sample b differs in its second token
+    assert sd.lossless == "unchecked 1/2"  # sample b differs in its second token; no teacher forcing judged it
     assert sd.position_acceptance == [0.5, 1.0, 0.0, 0.0]  # a: 2 of 4 accepted; b: 0 of 1 (only a drafted a 2nd)
     assert sd.tokens_per_s == pytest.approx(6 / 1.5) and sd.prefill_s == pytest.approx(0.2)
 
@@ -230,3 +230,21 @@ def test_sweep_overrides_expand_as_hydras_basic_sweeper_does():
     assert jobs == [[f"method={m}", "dataset=tiny", f"method.gamma={g}", "+sweep=smoke"]
                     for m in ("ar", "tabed") for g in (2, 3)]
     assert sweep_jobs(["n_samples=null"]) == [["n_samples=null"]]
+
+
+def test_speedups_divide_by_the_fastest_plain_decoding_and_name_it(tmp_path):
+    """With a static-cache generate() twin faster than ar (as on CUDA), sd's speedup is over it and says so, the
+    speedup over our eager ar stands beside it, and assisted generation (no static cache) is held against eager."""
+    rows = lambda wall: [("a", 4, 4, wall, [1, 2, 3, 4], [], []), ("b", 2, 2, wall / 2, [5, 6], [], [])]  # noqa: E731
+    write_cell(tmp_path, "ar", "ar", rows(4.0))
+    write_cell(tmp_path, "hf_generate", "hf_generate_static", rows(1.0), method_keys={"cache": "static"})
+    write_cell(tmp_path, "hf_generate", "hf_generate_dynamic", rows(3.0), method_keys={"cache": "dynamic"})
+    write_cell(tmp_path, "sd", "sd_g4", [("a", 4, 2, 2.0, [1, 2, 3, 4], [2], [4]), ("b", 2, 1, 1.0, [5, 6], [1], [1])])
+    write_cell(tmp_path, "hf_assisted", "hf_assisted", rows(2.0))
+    sd, assisted, ar = (cell_row(tmp_path, m) for m in ("sd_g4", "hf_assisted", "ar"))
+    assert sd.vs == "hf_generate_static" and sd.speedup == pytest.approx(1.5 / 3.0)
+    assert sd.speedup_vs_ar == pytest.approx(6.0 / 3.0)
+    assert ar.speedup == pytest.approx(1.5 / 6.0)  # ar itself against the fastest plain decoding
+    assert assisted.vs == "hf_generate_dynamic" and assisted.speedup == pytest.approx(4.5 / 3.0)
+    text = report(tmp_path)
+    assert "generate() static cache (compiled on CUDA)" in text and "speedup_vs_ar" in text
