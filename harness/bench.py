@@ -13,7 +13,8 @@ Sections (the text ones on --pair):
   tabed     TABED's draft-step cost on a vision-language pair: K = 1, 2, 4 drafting modes batched into one
             forward vs run one after another;
   vocab     the EAGLE/SpecVocab vocabulary grid on --eagle-pair: full, reduced, FR-Spec and SpecVocab heads;
-  vllm      our `sd` against vLLM's `draft_model` speculation on --vllm-pair at batch 1 (needs make setup-vllm).
+  vllm      our `sd` against vLLM's `draft_model` speculation on --vllm-pair at batch 1 (needs make setup-vllm);
+  ties      the lossless check's tie tolerance of the --pair's target in float32, bfloat16 and float16.
 Writes results/bench/latest.md (the tables) and results/bench/raw.json (every timing), replacing the sections
 that ran and keeping the others, each with the date, machine and commit it was measured on.
 """
@@ -448,8 +449,35 @@ def bench_vllm(args, device) -> tuple[list[str], dict]:
     return rows, dict(runs=runs, engine=info, speculative_config=sd_info["speculative_config"])
 
 
+def bench_ties(args, device) -> tuple[list[str], dict]:
+    """The lossless check's tie tolerance (harness.lossless) of the --pair's target in float32, bfloat16 and float16:
+    ar's greedy outputs of --prompts prompts, fed one token at a time, in blocks of 6 and in one forward; the largest
+    change of a top-5 logit gap between two of those shapes, with the argmax flips seen and the largest gap that
+    flipped. What `ties k/N` allows, per dtype, on this machine."""
+    from harness.lossless import measure_tolerance, teacher_forced
+
+    rows = [f"## Tie tolerance of the lossless check: {args.pair} target, ar outputs of {args.prompts} {args.dataset} "
+            f"prompts x {args.max_new_tokens} tokens, shapes: 1-token steps, blocks of 6, one forward", "",
+            "| dtype | tolerance (logits) | positions | argmax flips between shapes | largest gap that flipped | "
+            "median top logit |", "|---|---|---|---|---|---|"]
+    data = {}
+    for dtype in (torch.float32, torch.bfloat16, torch.float16):
+        pair = load_pair(pair_config(args.pair), device, dtype, need_draft=False, pack=False)
+        prompts, _ = prompts_of(pair, args.dataset, args.prompts)
+        settings = DecodeSettings(max_new_tokens=args.max_new_tokens, eos_token_ids=pair.eos_token_ids)
+        runs = [(p, get_method("ar")(pair.models, p, settings).tokens[0]) for p in prompts]
+        t = measure_tolerance(pair.models.target, runs)
+        top = statistics.median(float(teacher_forced(pair.models.target, p, out).max(-1).values.median())
+                                for p, out in runs)
+        name = str(dtype).removeprefix("torch.")
+        rows.append(f"| {name} | {t['tolerance']:.3g} | {t['positions']} | {t['flips']} | {t['largest_flip_gap']:.3g} | "
+                    f"{top:.1f} |")
+        data[name] = {**t, "median_top_logit": top}
+    return rows, data
+
+
 SECTIONS = {"baseline": bench_baseline, "sd": bench_sd, "hf": bench_hf, "overhead": bench_overhead, "cost": bench_cost, "kernels": bench_kernels,
-            "tabed": bench_tabed, "vocab": bench_vocab, "vllm": bench_vllm}
+            "tabed": bench_tabed, "vocab": bench_vocab, "vllm": bench_vllm, "ties": bench_ties}
 
 
 def main(argv: list[str] | None = None) -> int:
