@@ -91,12 +91,12 @@ def judge(pair, prompts: list, differing: dict, settings: DecodeSettings, compar
     """generate()'s outputs that differ from our ar's ({(prompt index, setting): (theirs, ours)}, out of `compared`
     pairs of outputs), judged as any method's are (harness.lossless): teacher forced through the target, with the
     tie tolerance measured on our ar's outputs of these prompts."""
-    from harness import lossless
+    from harness import ties
 
     target = pair.models.target
     ar_outs = {i: ar_out for (i, _), (_, ar_out) in differing.items()}
-    tolerance = lossless.measure_tolerance(target, [(prompts[i], out) for i, out in ar_outs.items()])
-    checks = {key: lossless.check_output(pair, None, prompts[key[0]], None, out, ar_out, tolerance["tolerance"],
+    tolerance = ties.measure_tolerance(target, [(prompts[i], out) for i, out in ar_outs.items()])
+    checks = {key: ties.check_output(pair, None, prompts[key[0]], None, out, ar_out, tolerance["tolerance"],
                                          settings.max_new_tokens) for key, (out, ar_out) in differing.items()}
     verdicts = [c["verdict"] for c in checks.values()]
     lossy = verdicts.count("lossy")

@@ -454,7 +454,7 @@ def bench_ties(args, device) -> tuple[list[str], dict]:
     ar's greedy outputs of --prompts prompts, fed one token at a time, in blocks of 6 and in one forward; the largest
     change of a top-5 logit gap between two of those shapes, with the argmax flips seen and the largest gap that
     flipped. What `ties k/N` allows, per dtype, on this machine."""
-    from harness.lossless import measure_tolerance, teacher_forced
+    from harness.ties import measure_tolerance, teacher_forced
 
     rows = [f"## Tie tolerance of the lossless check: {args.pair} target, ar outputs of {args.prompts} {args.dataset} "
             f"prompts x {args.max_new_tokens} tokens, shapes: 1-token steps, blocks of 6, one forward", "",

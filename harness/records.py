@@ -295,7 +295,7 @@ def metrics(records, paired: bool = False) -> dict:
 
 
 def lossless_verdict(checks: list[str]) -> str:
-    """The `lossless` verdict of a group from its paired greedy records' checks (harness.lossless.record_check:
+    """The `lossless` verdict of a group from its paired greedy records' checks (harness.ties.record_check:
     "same" as ar's, "tie", "lossy", or "unchecked" when an output differs and no check judged it yet): `exact`,
     `ties k/N`, `LOSSY k/N` (a bug), or `unchecked k/N` (run `python -m harness.lossless`); "n/a" for none."""
     if not checks:

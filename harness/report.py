@@ -35,7 +35,7 @@ import yaml
 from harness import PROJECT_ROOT, HarnessError
 from harness.claims import evaluate, load_claims
 from harness.claims import write as write_claims
-from harness.lossless import lossy_line, record_check, stored_checks
+from harness.ties import lossy_line, record_check, stored_checks
 from harness.records import CONFIG, SAMPLES, SUMMARY, backend_tag, lock_holder, metrics, read_records, walltime
 from harness.sweeps import not_hydra, sweep_jobs
 
@@ -183,7 +183,7 @@ def display_names(methods: dict[str, str]) -> dict[str, str]:
 def load(root: Path) -> pd.DataFrame:
     """Records under `root`, paired with ar's, each with its method's display name in `name` (computed over
     every record here, so a cell has one name in every table and figure) and its `lossless_check` against ar's
-    output (harness.lossless.record_check, from the cell's lossless.json); an empty frame if there are none."""
+    output (harness.ties.record_check, from the cell's lossless.json); an empty frame if there are none."""
     df = load_records(Path(root))
     if df.empty:
         return df
@@ -507,7 +507,7 @@ def lossless_notes(df: pd.DataFrame, root: Path) -> str:
     unchecked = int((df.lossless_check == "unchecked").sum())
     if unchecked:
         parts += ["", f"{unchecked} greedy output(s) differ from ar's and were not checked by teacher forcing yet: "
-                  f"`python -m harness.lossless {root}` (or `report --lossless`) tells ties from bugs."]
+                  f"`python -m harness.lossless {root}` tells ties from bugs (a sweep runs it at its end)."]
     return "\n" + "\n".join(parts) + "\n" if parts else ""
 
 
@@ -573,8 +573,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("results", type=Path, help="a results directory (any level: root, run, pair, ...)")
     parser.add_argument("--status", action="store_true", help="list done / running / partial / failed / missing cells "
                         "(missing ones are found from multiruns under RESULTS/.hydra: give the output root)")
-    parser.add_argument("--lossless", action="store_true", help="first check every greedy output that differs from "
-                        "ar's by teacher forcing (python -m harness.lossless RESULTS), then report")
     parser.add_argument("--claims", metavar="NAME", help="also put measured next to the published claims of "
                         "conf/claims/NAME.yaml (or all of them: all), in tables/claims.md and .csv")
     args = parser.parse_args(argv)
@@ -598,10 +596,6 @@ def main(argv: list[str] | None = None) -> int:
     if not any(root.rglob(SAMPLES)):
         print(f"error: no cells with {SAMPLES} under {args.results}", file=sys.stderr)
         return 2
-    if args.lossless:
-        from harness.lossless import check_tree
-
-        check_tree(root)
     print(report(root, claims))
     print(f"wrote {root / 'report.md'}, {root / 'report.csv'} and {root / 'tables'}/ (every layout: table1, eagle, "
           "robust, second_turn as .md, .tex and .csv" + ("; claims.md and .csv" if claims else "") + ")")

@@ -42,7 +42,7 @@ def test_tiny_scale_runs_end_to_end_on_cpu(tmp_path):
             figures = row[-1:] if heading == "## Models" else row[1:]  # the models table: shape text, then size
             assert row[0] and figures and all(number(c) > 0 for c in figures), row
     rows = {row[0] for rs in found.values() for row in rs}
-    assert "outputs identical" in md and "**ar vs generate: " in md
+    assert "outputs exact (harness.lossless" in md and "**ar vs generate: " in md
     expected = {"our ar", "transformers generate(): greedy, dynamic cache, dense weights",
                 "transformers generate(): greedy, static cache (compiled by transformers on CUDA), dense weights",
                 "verify ms, LLaVA-1.5-7B (text)", "verify ms, Llama-3.1-8B (with EAGLE-3 features)",

@@ -9,7 +9,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 
-from harness import lossless
+from harness import lossless, ties
 from harness.records import lossless_verdict
 from harness.report import CELL_KEYS, load, report, summarize
 from harness.models import load_pair
@@ -69,10 +69,10 @@ def test_the_verdict_names_its_counts():
 
 
 def test_a_wrong_stop_is_lossy_even_when_every_token_is_the_argmax():
-    assert lossless.stop_error([4, 5, 2], eos=(2,), max_new_tokens=8) is None
-    assert lossless.stop_error([4, 5, 6], eos=(2,), max_new_tokens=3) is None
-    assert "past the EOS at position 1" in lossless.stop_error([4, 2, 6], eos=(2,), max_new_tokens=8)
-    assert "stops after 2 tokens without an EOS" in lossless.stop_error([4, 5], eos=(2,), max_new_tokens=8)
+    assert ties.stop_error([4, 5, 2], eos=(2,), max_new_tokens=8) is None
+    assert ties.stop_error([4, 5, 6], eos=(2,), max_new_tokens=3) is None
+    assert "past the EOS at position 1" in ties.stop_error([4, 2, 6], eos=(2,), max_new_tokens=8)
+    assert "stops after 2 tokens without an EOS" in ties.stop_error([4, 5], eos=(2,), max_new_tokens=8)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
@@ -109,7 +109,7 @@ def test_an_edited_record_is_found_by_the_command_line_and_its_check_holds_for_t
     done = harness_cli(str(tmp_path), cwd=tmp_path, module="harness.lossless")
     assert done.returncode == 1, done.stderr
     assert "LOSSY 1/3" in done.stdout and f"sample {records[0]['id']} turn 0: position 5" in done.stdout
-    assert lossless.stored_checks(sd)[(records[0]["id"], 0)]["verdict"] == "lossy"
+    assert ties.stored_checks(sd)[(records[0]["id"], 0)]["verdict"] == "lossy"
     records[0]["output_ids"] = ar_first
     (sd / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     assert verdicts(tmp_path)[sd.name] == "exact"
@@ -123,17 +123,17 @@ def test_a_flip_within_the_tolerance_is_a_tie_and_beyond_it_lossy(random_pair_di
                      torch.device("cpu"), torch.float32, need_draft=False, pack=False)
     prompt = pair.encode([{"role": "user", "content": "Name three colours.", "n_images": 0}])
     ar_out = get_method("ar")(pair.models, prompt, DecodeSettings(max_new_tokens=16)).tokens[0]
-    top = lossless.teacher_forced(pair.models.target, prompt, ar_out).topk(2, dim=-1)
+    top = ties.teacher_forced(pair.models.target, prompt, ar_out).topk(2, dim=-1)
     i = int((top.values[:, 0] - top.values[:, 1]).argmin())
     gap = float(top.values[i, 0] - top.values[i, 1])
     forced = ar_out[:i] + [int(top.indices[i, 1])]
     rest = Prompt({"input_ids": torch.cat([prompt.target["input_ids"], torch.tensor([forced])], dim=1)})
     out = forced + get_method("ar")(pair.models, rest, DecodeSettings(max_new_tokens=16 - len(forced))).tokens[0] \
         if len(forced) < 16 else forced
-    tie = lossless.check_output(pair, None, prompt, None, out, ar_out, gap + 1e-3, 16)
+    tie = ties.check_output(pair, None, prompt, None, out, ar_out, gap + 1e-3, 16)
     assert tie["verdict"] == "tie" and tie["first_position"] == i and tie["rank"] == 1
     assert tie["margin"] == pytest.approx(gap, abs=1e-4)
-    lossy = lossless.check_output(pair, None, prompt, None, out, ar_out, gap / 2, 16)
+    lossy = ties.check_output(pair, None, prompt, None, out, ar_out, gap / 2, 16)
     assert lossy["verdict"] == "lossy" and lossy["beyond"][0]["position"] == i
 
 
