@@ -8,7 +8,7 @@ QUICK ?= dataset=zoo-eval
 RESULTS ?= results/$(RUN)
 
 .PHONY: setup setup-vllm run test bench bench-gpu figures status fetch reproduce-tabed reproduce-eagle3 reproduce-specvocab zoo \
-        zoo-reduced zoo-eagle-curve zoo-vlm zoo-gemma3 zoo-gemma3-eagle bench-gemma3 clean
+        zoo-reduced zoo-eagle-curve zoo-vlm zoo-gemma3 zoo-gemma3-eagle bench-gemma3 gpu-wheels gpu-check clean
 
 setup: $(VENV)/.installed
 
@@ -103,6 +103,41 @@ bench: setup setup-vllm   # section vllm times vLLM's draft_model beside our sd
 
 bench-gpu: setup   # cost-model components at real model sizes (random weights), fp16, CUDA events
 	$(PY) -m harness.bench_gpu
+
+# A GPU box without network (README): `make gpu-wheels` where a registry is reachable fetches what such a box's image
+# (python, CUDA torch, transformers 5.17, pandas, matplotlib, accelerate, safetensors, tokenizers) lacks into
+# gpu-wheels/; on the box, `make gpu-check` installs them offline into a venv over the image's packages and runs
+# harness.gpu_check (budgeted at 8 minutes on one H100). GPU_CHECK_ARGS="--device cpu --scale tiny" runs it on a CPU.
+GPU_WHEELS ?= gpu-wheels
+GPU_PYVER ?= 3.12
+GPU_NEEDS := hydra-core==1.3.8 omegaconf==2.3.1 antlr4-python3-runtime==4.9.3 transformers==5.23.0 \
+             sentencepiece==0.2.0 protobuf==7.36.2 tabulate==0.10.0
+# installed only if the image's huggingface-hub is older than transformers 5.23 needs (>= 1.31; 5.17 allows 1.5)
+GPU_IF_NEEDED := huggingface-hub==1.33.0 hf-xet==1.8.0 click==8.5.1
+GPU_PYTHON ?= python3
+GPU_VENV ?= .venv-gpu
+GPU_CHECK_ARGS ?= --device cuda --scale full
+OUT ?= results/gpu-check
+
+gpu-wheels:   # antlr4-python3-runtime 4.9.3 (omegaconf's pin) has no wheel on PyPI: built here, it is pure Python
+	rm -rf $(GPU_WHEELS) && mkdir -p $(GPU_WHEELS)
+	$(GPU_PYTHON) -m pip download -q --no-deps --only-binary=:all: --python-version $(GPU_PYVER) --implementation cp \
+	  --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 \
+	  -d $(GPU_WHEELS) $(filter-out antlr4-python3-runtime%,$(GPU_NEEDS)) $(GPU_IF_NEEDED)
+	$(GPU_PYTHON) -m pip wheel -q --no-deps -w $(GPU_WHEELS) $(filter antlr4-python3-runtime%,$(GPU_NEEDS))
+	@echo "$(GPU_WHEELS): $$(ls $(GPU_WHEELS)/*.whl | wc -l) wheels, $$(du -cb $(GPU_WHEELS)/*.whl | tail -1 | awk '{printf "%.1f", $$1 / 1048576}') MiB"
+
+# A venv over the image's packages; the .pth file also reaches them when the image's python is itself a venv (a
+# venv's --system-site-packages are its base interpreter's). Ours come first, so transformers 5.23 shadows 5.17.
+$(GPU_VENV)/bin/python:
+	$(GPU_PYTHON) -m venv --system-site-packages $(GPU_VENV)
+	$(GPU_PYTHON) -c "import site; print('\n'.join(site.getsitepackages()))" \
+	  > "$$($@ -c 'import site; print(site.getsitepackages()[0])')/gpu-image.pth"
+
+gpu-check: $(GPU_VENV)/bin/python   # no network, no torch install: runs from this checkout on the image's CUDA torch
+	@test -d $(GPU_WHEELS) || { echo "no $(GPU_WHEELS)/ here: run make gpu-wheels where a registry is reachable, copy it here"; exit 2; }
+	$(GPU_VENV)/bin/python -m pip install -q --no-index --find-links $(GPU_WHEELS) $(GPU_NEEDS)
+	HF_HUB_OFFLINE=1 $(GPU_VENV)/bin/python -m harness.gpu_check $(OUT) $(GPU_CHECK_ARGS)   # every model is local
 
 clean:
 	rm -rf results/$(RUN) results/.hydra

@@ -1,21 +1,9 @@
-"""Replicas of the real checkpoints the pair configs name: tiny random weights, but the published checkpoints'
-transformers classes, file layouts, config keys, tokenizer files, chat templates and quirks, written at test time
-(no network). A real pair config is tested only as far as its replica is faithful; each builder says what it copies.
+"""The replicas only the tests build, beside harness.replica's (whose builders, shared with `make gpu-check`, are
+re-exported here): random weights, but the published checkpoints' transformers classes, file layouts, config keys,
+tokenizer files, chat templates and quirks, written at test time (no network). A real pair config is tested only as
+far as its replica is faithful; each builder says what it copies (facts: harness/replica.py and below).
 
-Facts come from the hub files of the checkpoints (see `../shared/reference/` and the issue that asked for them):
-- llava-hf/llava-1.5-*-hf: `LlavaForConditionalGeneration`, `image_token_index` 32000 (= len(tokenizer) before the
-  added `<image>`, `<pad>`), text vocab padded to a multiple of 64 (32064), CLIP-L/336 patch 14 -> 576 image tokens
-  (`vision_feature_layer` -2, strategy "default", CLS dropped), float16, a Llama SentencePiece tokenizer with
-  `legacy: false` and the chat template in `chat_template.json`; the older layout has no `processor_config.json`
-  (so the processor knows no patch size);
-- TABED's drafts (mjbooo/lvlm68m, lvlm160m-bf16): a smaller LLaVA with the same tokenizer and processor;
-- EAGLE-3 (yuhuili/*): `config.json` with `draft_vocab_size`, no rope keys (RoPE base 10000), `pytorch_model.bin`
-  holding fc / midlayer.* / norm / lm_head / d2t (int64 offsets) / t2d (bool), no embed_tokens; Vicuna's drafter has
-  a full 32000-row head and `num_hidden_layers` 40 copied from its base; SpecForge exports are `model.safetensors`
-  with architecture `LlamaForCausalLMEagle3` and sometimes `eagle_config.eagle_aux_hidden_state_layer_ids`;
-  AngelSlim's Qwen3 drafters use the official names, `head_dim`, `rope_theta` 1e6 and bfloat16;
-- Llama-3.1-8B-Instruct: llama3 RoPE scaling, untied head, bfloat16, three EOS ids, a header-style chat template
-  that writes a knowledge-cutoff system block; Qwen3-8B: untied, bfloat16, ChatML;
+- Llama-3.1-8B-Instruct here uses SmolLM2's BPE with Llama-3's special tokens; Qwen3-8B: untied, bfloat16, ChatML;
 - lmsys/vicuna-13b-v1.3: `tokenizer.model` + `tokenizer_config.json` (`LlamaTokenizer`) + `special_tokens_map.json`
   only (no tokenizer.json, no chat template), pad `<unk>`;
 - Florence-2 (florence-community conversion): `Florence2ForConditionalGeneration` with its processor.
@@ -27,46 +15,14 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-LLAVA_TEMPLATE = (
-    "{% for message in messages %}{% if message['role'] != 'system' %}{{ message['role'].upper() + ': '}}{% endif %}"
-    "{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}{{ '<image>\n' }}{% endfor %}"
-    "{% if message['role'] != 'assistant' %}{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}"
-    "{{ content['text'] + ' '}}{% endfor %}{% else %}{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}"
-    "{% generation %}{{ content['text'] + ' '}}{% endgeneration %}{% endfor %}{% endif %}{% endfor %}"
-    "{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}")
-LLAMA3_TEMPLATE = (
-    "{{ bos_token }}{% if messages[0]['role'] == 'system' %}{% set system = messages[0]['content'] %}"
-    "{% set messages = messages[1:] %}{% else %}{% set system = '' %}{% endif %}"
-    "{{ '<|start_header_id|>system<|end_header_id|>\n\n' }}"
-    "{{ 'Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n' + system + '<|eot_id|>' }}"
-    "{% for m in messages %}{{ '<|start_header_id|>' + m['role'] + '<|end_header_id|>\n\n' + m['content'] | trim + '<|eot_id|>' }}"
-    "{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}")
+from harness.replica import (  # noqa: F401 - re-exported: the tests build every replica through this module
+    LLAMA3_TEMPLATE, corpus, eagle3_checkpoint, llama31_model, llava_model, llava_tokenizer, peaked,
+    save_llava, save_model, save_target, sentencepiece_model, sentencepiece_tokenizer, write_json,
+)
+
 CHATML_TEMPLATE = (
     "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
-
-
-def corpus() -> list[str]:
-    return [t for line in (ROOT / "datasets/zoo-prompts/train.jsonl").read_text().splitlines()[:400]
-            for t in json.loads(line)["turns"]]
-
-
-def sentencepiece_model(out: Path, vocab: int = 500) -> Path:
-    """A Llama-style SentencePiece BPE model (byte fallback; <unk> 0, <s> 1, </s> 2) trained on the project's prompts."""
-    import sentencepiece as spm
-
-    out.mkdir(parents=True, exist_ok=True)
-    text = out / "corpus.txt"
-    text.write_text("\n".join(corpus()))
-    spm.SentencePieceTrainer.train(input=str(text), model_prefix=str(out / "sp"), vocab_size=vocab, model_type="bpe",
-                                   byte_fallback=True, unk_id=0, bos_id=1, eos_id=2, pad_id=-1, character_coverage=1.0,
-                                   split_digits=True, minloglevel=2)
-    return out / "sp.model"
-
-
-def write_json(path: Path, obj) -> None:
-    path.write_text(json.dumps(obj, indent=2))
 
 
 def noisy_copy(model, scale: float, seed: int, vocab: int | None = None):
@@ -84,92 +40,6 @@ def noisy_copy(model, scale: float, seed: int, vocab: int | None = None):
     return draft
 
 
-def peaked(model, std: float = 0.3, seed: int = 0):
-    """Random weights larger than the default init, so greedy outputs vary instead of repeating one token."""
-    torch.manual_seed(seed)
-    for p in model.parameters():
-        if p.ndim > 1:
-            p.data.normal_(0, std)
-    return model.eval()
-
-
-# --- LLaVA-1.5 (llava-hf) and TABED's LLaVA drafts --------------------------------------------------------------
-
-
-def sentencepiece_tokenizer(sp_model: Path, folder: Path, **config):
-    """A folder holding only the SentencePiece model and a `LlamaTokenizer` config, as Llama-2-era repos ship."""
-    import shutil
-
-    folder.mkdir(parents=True, exist_ok=True)
-    shutil.copy(sp_model, folder / "tokenizer.model")
-    token = lambda t: {"__type": "AddedToken", "content": t, "lstrip": False, "normalized": True, "rstrip": False,  # noqa: E731
-                       "single_word": False}
-    write_json(folder / "tokenizer_config.json", {
-        "add_bos_token": True, "add_eos_token": False, "bos_token": token("<s>"), "eos_token": token("</s>"),
-        "unk_token": token("<unk>"), "clean_up_tokenization_spaces": False, "model_max_length": 2048,
-        "pad_token": None, "sp_model_kwargs": {}, "tokenizer_class": "LlamaTokenizer", **config})
-    return folder
-
-
-def llava_tokenizer(sp_model: Path, scratch: Path):
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(sentencepiece_tokenizer(sp_model, scratch, legacy=False, padding_side="left"))
-    tok.add_special_tokens({"additional_special_tokens": ["<image>"], "pad_token": "<pad>"})  # 32000, 32001 on the hub
-    return tok
-
-
-def llava_model(tok, seed: int, hidden: int = 32, layers: int = 2, vision_hidden: int = 16):
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
-
-    torch.manual_seed(seed)
-    vision = CLIPVisionConfig(hidden_size=vision_hidden, intermediate_size=2 * vision_hidden, num_hidden_layers=2,
-                              num_attention_heads=2, image_size=336, patch_size=14, projection_dim=vision_hidden)
-    padded = -(-len(tok) // 64) * 64  # 32002 tokens -> 32064 rows on the hub
-    text = LlamaConfig(vocab_size=padded, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
-                       num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=4096, rms_norm_eps=1e-5,
-                       bos_token_id=1, eos_token_id=2, pad_token_id=tok.pad_token_id)
-    config = LlavaConfig(vision_config=vision, text_config=text, image_token_index=tok.convert_tokens_to_ids("<image>"),
-                         vision_feature_layer=-2, vision_feature_select_strategy="default", projector_hidden_act="gelu",
-                         pad_token_id=tok.pad_token_id, tie_word_embeddings=False, image_seq_length=576)
-    config.dtype = torch.float16
-    model = peaked(LlavaForConditionalGeneration(config), seed=seed)
-    model.generation_config.bos_token_id, model.generation_config.eos_token_id = 1, 2
-    model.generation_config.pad_token_id = tok.pad_token_id
-    return model
-
-
-def save_llava(model, tok, folder: Path, layout: str) -> Path:
-    """`hub`: today's llava-hf files (processor_config.json with the patch geometry, chat_template.json); `legacy`: the
-    older layout, no processor_config.json (the processor then has no patch size) and the template in its own json."""
-    from transformers import CLIPImageProcessor
-
-    image_processor = CLIPImageProcessor(size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336},
-                                         image_mean=[0.48145466, 0.4578275, 0.40821073],
-                                         image_std=[0.26862954, 0.26130258, 0.27577711])
-    save_model(model, folder)
-    tok.save_pretrained(folder)
-    image_processor.save_pretrained(folder)  # preprocessor_config.json
-    if layout == "hub":
-        write_json(folder / "processor_config.json", {
-            "image_token": "<image>", "num_additional_image_tokens": 1, "patch_size": 14,
-            "processor_class": "LlavaProcessor", "vision_feature_select_strategy": "default"})
-    write_json(folder / "chat_template.json", {"chat_template": LLAVA_TEMPLATE})
-    config = json.loads((folder / "config.json").read_text())
-    assert "image_token_index" in config, "the hub's key; transformers must keep writing it"
-    return folder
-
-
-def save_model(model, folder: Path) -> None:
-    """Weights in the dtype the hub ships them in, with the config key the hub files carry (`torch_dtype`)."""
-    model.to(getattr(torch, str(model.config.dtype).removeprefix("torch."))).save_pretrained(folder)
-    config = json.loads((folder / "config.json").read_text())
-    for block in [config] + [v for v in config.values() if isinstance(v, dict) and "dtype" in v]:
-        if "dtype" in block:
-            block["torch_dtype"] = str(block.pop("dtype")).removeprefix("torch.")
-    write_json(folder / "config.json", config)
-
-
 # --- text targets -----------------------------------------------------------------------------------------------
 
 
@@ -184,25 +54,11 @@ def bpe_tokenizer(smol_dir: Path, specials: list[str], template: str, eos: str):
 
 
 def llama31_target(smol_dir: Path, folder: Path) -> Path:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     specials = ["<|begin_of_text|>", "<|end_of_text|>", "<|eom_id|>", "<|eot_id|>", "<|start_header_id|>",
                 "<|end_header_id|>"]
     tok = bpe_tokenizer(smol_dir, specials, LLAMA3_TEMPLATE, "<|eot_id|>")
     tok.bos_token = "<|begin_of_text|>"
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=6,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=131072, rope_theta=500000.0,
-                         rope_scaling={"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-                                       "original_max_position_embeddings": 8192, "rope_type": "llama3"},
-                         tie_word_embeddings=False, bos_token_id=tok.bos_token_id,
-                         eos_token_id=[tok.convert_tokens_to_ids(t) for t in ("<|end_of_text|>", "<|eom_id|>", "<|eot_id|>")])
-    config.dtype = torch.bfloat16
-    model = peaked(LlamaForCausalLM(config), seed=11)
-    model.generation_config.eos_token_id = config.eos_token_id
-    model.generation_config.update(do_sample=True, temperature=0.6, top_p=0.9)  # the hub's (the harness overrides)
-    save_model(model, folder)
-    tok.save_pretrained(folder)
-    return folder
+    return save_target(llama31_model(tok), tok, folder)
 
 
 def qwen3_target(smol_dir: Path, folder: Path) -> Path:
@@ -213,10 +69,7 @@ def qwen3_target(smol_dir: Path, folder: Path) -> Path:
                          num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=40960,
                          rope_theta=1000000.0, tie_word_embeddings=False, eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"))
     config.dtype = torch.bfloat16
-    model = peaked(Qwen3ForCausalLM(config), seed=12)
-    save_model(model, folder)
-    tok.save_pretrained(folder)
-    return folder
+    return save_target(peaked(Qwen3ForCausalLM(config), seed=12), tok, folder)
 
 
 def vicuna_target(sp_model: Path, folder: Path) -> Path:
@@ -233,55 +86,6 @@ def vicuna_target(sp_model: Path, folder: Path) -> Path:
     sentencepiece_tokenizer(sp_model, folder, padding_side="right")  # no `legacy` key, as on the hub
     write_json(folder / "special_tokens_map.json", {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
                                                     "pad_token": "<unk>"})
-    return folder
-
-
-# --- EAGLE-3 drafters -------------------------------------------------------------------------------------------
-
-
-def eagle3_checkpoint(folder: Path, target_folder: Path, draft_vocab: int | None = None, fmt: str = "bin",
-                      embed: bool = False, extra_config: dict | None = None, seed: int = 0, head_dim: int | None = None) -> Path:
-    """A drafter for the target in `target_folder`, written by name (not through our loader's classes): `fmt` bin
-    (EAGLE's pytorch_model.bin) or safetensors (SpecForge's); a reduced head of `draft_vocab` rows over the most
-    frequent ids of the replica corpus with d2t/t2d, or a full head when None; `embed` stores embed_tokens."""
-    target_cfg = json.loads((target_folder / "config.json").read_text())
-    vocab, d = target_cfg["vocab_size"], target_cfg["hidden_size"]
-    heads, kv = target_cfg["num_attention_heads"], target_cfg["num_key_value_heads"]
-    hd = head_dim or d // heads
-    inter = target_cfg["intermediate_size"]
-    g = torch.Generator().manual_seed(seed)
-    w = lambda *shape: torch.randn(*shape, generator=g) * 0.3  # noqa: E731
-    n = draft_vocab or vocab
-    state = {"fc.weight": w(d, 3 * d),
-             "midlayer.hidden_norm.weight": torch.ones(d), "midlayer.input_layernorm.weight": torch.ones(d),
-             "midlayer.post_attention_layernorm.weight": torch.ones(d),
-             "midlayer.self_attn.q_proj.weight": w(heads * hd, 2 * d), "midlayer.self_attn.k_proj.weight": w(kv * hd, 2 * d),
-             "midlayer.self_attn.v_proj.weight": w(kv * hd, 2 * d), "midlayer.self_attn.o_proj.weight": w(d, heads * hd),
-             "midlayer.mlp.gate_proj.weight": w(inter, d), "midlayer.mlp.up_proj.weight": w(inter, d),
-             "midlayer.mlp.down_proj.weight": w(d, inter), "norm.weight": torch.ones(d), "lm_head.weight": w(n, d)}
-    if draft_vocab:
-        kept = torch.sort(torch.randperm(vocab, generator=g)[:draft_vocab]).values
-        state["d2t"] = kept - torch.arange(draft_vocab)  # offsets: target id = draft id + d2t[draft id]
-        state["t2d"] = torch.zeros(vocab, dtype=torch.bool).index_fill_(0, kept, True)
-    if embed:
-        state["embed_tokens.weight"] = w(vocab, d)
-    dtype = torch.bfloat16 if (extra_config or {}).get("torch_dtype") == "bfloat16" else torch.float16
-    state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
-    folder.mkdir(parents=True, exist_ok=True)
-    if fmt == "bin":
-        torch.save(state, folder / "pytorch_model.bin")
-    else:
-        from safetensors.torch import save_file
-
-        save_file(state, str(folder / "model.safetensors"))
-    config = {"architectures": ["LlamaForCausalLM"], "bos_token_id": target_cfg.get("bos_token_id"),
-              "eos_token_id": target_cfg.get("eos_token_id"), "hidden_act": "silu", "hidden_size": d,
-              "initializer_range": 0.02, "intermediate_size": inter, "max_position_embeddings": 2048, "model_type": "llama",
-              "num_attention_heads": heads, "num_key_value_heads": kv, "num_hidden_layers": 1, "pad_token_id": 0,
-              "rms_norm_eps": 1e-5, "tie_word_embeddings": False, "torch_dtype": "float16",
-              "transformers_version": "4.28.1", "use_cache": True, "vocab_size": vocab, "draft_vocab_size": n}
-    config.update(extra_config or {})
-    write_json(folder / "config.json", config)
     return folder
 
 
