@@ -94,9 +94,10 @@ def check_cell(cell: Path, records: list[dict], targets: dict, device: torch.dev
         target = targets[key]
         prompt = prompts_of(cfg, records)
         if target.tolerance is None:
-            first = min(r["turn"] for r in records)  # prompts ar and the method share (earlier turns reused)
-            runs = [(prompt(target.pair, r), list(r["ar_output_ids"])) for r in records
-                    if r["turn"] == first and r["ar_output_ids"]][:tolerance_samples]
+            twins = [r for r in records if isinstance(r["ar_output_ids"], list) and r["ar_output_ids"]]
+            first = min(r["turn"] for r in twins)  # prompts ar and the method share (earlier turns reused)
+            runs = [(prompt(target.pair, r), list(r["ar_output_ids"])) for r in twins
+                    if r["turn"] == first][:tolerance_samples]
             target.tolerance = measure_tolerance(target.pair.models.target, runs)
             log.info("lossless: tie tolerance of %s in %s on %s: %.3g (%d positions of %d ar outputs, %d flips)",
                      cfg.pair.target.id, dtype, device, target.tolerance["tolerance"], target.tolerance["positions"],
