@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from harness import PROJECT_ROOT, packing
+from harness import CONF, PROJECT_ROOT, packing
 from harness.data import load_samples, open_images
 from harness.latency import forward_timer
 from harness.models import load_pair, pair_config, resolve_device, resolve_dtype
@@ -51,7 +51,7 @@ def load(pair: str, device, eagle: bool = False, pack="auto", block: int = 1):
 
 
 def prompts_of(pair, dataset: str, n: int):
-    samples = load_samples(OmegaConf.load(PROJECT_ROOT / f"conf/dataset/{dataset}.yaml"), n).samples
+    samples = load_samples(OmegaConf.load(CONF / f"dataset/{dataset}.yaml"), n).samples
     return [pair.encode([{"role": "user", "content": s.turns[0], "n_images": len(s.images)}], open_images(s.images))
             for s in samples], samples
 
@@ -419,7 +419,7 @@ def bench_vllm(args, device) -> tuple[list[str], dict]:
 
     from harness import engine
 
-    with initialize_config_dir(str(PROJECT_ROOT / "conf"), version_base=None):
+    with initialize_config_dir(str(CONF), version_base=None):
         cfgs = {m: compose("config", overrides=["backend=vllm", f"pair={args.vllm_pair}", f"method={m}",
                                                 f"method.gamma={args.gamma}"] if m == "sd" else
                            ["backend=vllm", f"pair={args.vllm_pair}", f"method={m}"]) for m in ("ar", "sd")}
@@ -450,29 +450,41 @@ def bench_vllm(args, device) -> tuple[list[str], dict]:
 
 
 def bench_ties(args, device) -> tuple[list[str], dict]:
-    """The lossless check's tie tolerance (harness.lossless) of the --pair's target in float32, bfloat16 and float16:
+    """The lossless check's tie tolerance (harness.ties) of the --pair's target in float32, bfloat16 and float16:
     ar's greedy outputs of --prompts prompts, fed one token at a time, in blocks of 6 and in one forward; the largest
     change of a top-5 logit gap between two of those shapes, with the argmax flips seen and the largest gap that
-    flipped. What `ties k/N` allows, per dtype, on this machine."""
-    from harness.ties import measure_tolerance, teacher_forced
+    flipped. Then `sd` (--gamma) on the same prompts in the same dtype, each output that differs from ar's judged by
+    that tolerance: what `ties k/N` means, per dtype, on this machine."""
+    from harness.records import lossless_verdict
+    from harness.ties import check_output, measure_tolerance, teacher_forced
 
-    rows = [f"## Tie tolerance of the lossless check: {args.pair} target, ar outputs of {args.prompts} {args.dataset} "
-            f"prompts x {args.max_new_tokens} tokens, shapes: 1-token steps, blocks of 6, one forward", "",
+    rows = [f"## Tie tolerance of the lossless check: {args.pair}, ar outputs of {args.prompts} {args.dataset} "
+            f"prompts x {args.max_new_tokens} tokens, shapes: 1-token steps, blocks of 6, one forward; sd at gamma "
+            f"{args.gamma} judged by it", "",
             "| dtype | tolerance (logits) | positions | argmax flips between shapes | largest gap that flipped | "
-            "median top logit |", "|---|---|---|---|---|---|"]
+            "median top logit | sd verdict | largest margin of an sd token |", "|---|---|---|---|---|---|---|---|"]
     data = {}
     for dtype in (torch.float32, torch.bfloat16, torch.float16):
-        pair = load_pair(pair_config(args.pair), device, dtype, need_draft=False, pack=False)
+        pair = load_pair(pair_config(args.pair), device, dtype, pack=False)
         prompts, _ = prompts_of(pair, args.dataset, args.prompts)
         settings = DecodeSettings(max_new_tokens=args.max_new_tokens, eos_token_ids=pair.eos_token_ids)
         runs = [(p, get_method("ar")(pair.models, p, settings).tokens[0]) for p in prompts]
         t = measure_tolerance(pair.models.target, runs)
         top = statistics.median(float(teacher_forced(pair.models.target, p, out).max(-1).values.median())
                                 for p, out in runs)
+        checks, worst = [], 0.0
+        for p, ar_out in runs:
+            out = get_method("sd")(pair.models, p, settings, gamma=args.gamma).tokens[0]
+            if out == ar_out:
+                checks.append("same")
+                continue
+            check = check_output(pair, None, p, None, out, ar_out, t["tolerance"], args.max_new_tokens)
+            checks.append(check["verdict"])
+            worst = max(worst, check["max_margin"])
         name = str(dtype).removeprefix("torch.")
         rows.append(f"| {name} | {t['tolerance']:.3g} | {t['positions']} | {t['flips']} | {t['largest_flip_gap']:.3g} | "
-                    f"{top:.1f} |")
-        data[name] = {**t, "median_top_logit": top}
+                    f"{top:.1f} | {lossless_verdict(checks)} | {worst:.3g} |")
+        data[name] = {**t, "median_top_logit": top, "sd_checks": checks, "sd_largest_margin": worst}
     return rows, data
 
 
