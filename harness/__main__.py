@@ -19,7 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from harness import HarnessError
+from harness import CONF, HarnessError, plugins
 from harness.records import cell_dir
 from harness.run import run_cell
 
@@ -28,9 +28,10 @@ FAILED_CELLS: list[tuple[str, int]] = []  # (the job's overrides, exit code) of 
 RUNS: set = set()  # the run directories this process decoded into: checked for losslessness at its end
 
 
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+@hydra.main(config_path=str(CONF), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     try:
+        plugins.load(list(cfg.plugins))  # again in a launcher's own job process; a no-op where already imported
         run_cell(cfg)
         RUNS.add(cell_dir(cfg).parents[2])  # output_root/run_name
     except HarnessError as err:  # the user's to fix: say what and how, without a traceback wall
@@ -63,10 +64,20 @@ def check_lossless(runs) -> None:
             (log.error if row["n_lossy"] else log.info)("lossless: %s: %s", row["cell"], row["verdict"])
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """`python -m harness` (and the `spec-harness` command): plugins first, the cells, then their lossless check."""
+    try:
+        sys.argv = plugins.with_search_path(sys.argv, plugins.load(plugins.named_on(sys.argv[1:])))
+    except HarnessError as err:
+        log.error("%s", err)
+        sys.exit(err.exit_code)
     main()
     check_lossless(RUNS)
     if FAILED_CELLS:
         print(f"error: {len(FAILED_CELLS)} cell(s) of the sweep did not finish (their errors are above):\n  "
               + "\n  ".join(f"exit {code}: {job}" for job, code in FAILED_CELLS), file=sys.stderr)
         sys.exit(FAILED_CELLS[0][1])
+
+
+if __name__ == "__main__":
+    cli()

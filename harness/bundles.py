@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from harness import PROJECT_ROOT
+from harness import RESOURCES
 from harness import scenes
 
-OUT_DIR = PROJECT_ROOT / "datasets" / "bundled"
+OUT_DIR = RESOURCES / "datasets" / "bundled"
 BUILDERS = {}  # name -> function(Bundle), in output order
 
 

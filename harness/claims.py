@@ -26,13 +26,13 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from harness import PROJECT_ROOT, HarnessError
+from harness import CONF, HarnessError
 from harness.data import BENCHMARK_SOURCES
 from harness.records import CONFIG, ENV, SUMMARY, metrics
 
-CLAIMS = PROJECT_ROOT / "conf" / "claims"
-PAIRS = PROJECT_ROOT / "conf" / "pair"
-DATASETS = PROJECT_ROOT / "conf" / "dataset"
+CLAIMS = CONF / "claims"
+PAIRS = CONF / "pair"
+DATASETS = CONF / "dataset"
 WALLTIME = {"speedup", "gain"}  # metrics that depend on the machine and the backend; τ does not
 METRIC_LABELS = {"tau": "τ", "speedup": "speedup (×)", "gain": "throughput gain (%)"}
 EDGE = 1e-9  # a difference on the band's edge is within it (decimal values are not exact in binary)

@@ -18,7 +18,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import PROJECT_ROOT, HarnessError
+from harness import CONF, RESOURCES, HarnessError
 from harness.hub import hub_logs_once, hub_offline, hub_reachable
 from harness.jsonl import Line, parse, split_lines
 
@@ -47,11 +47,12 @@ class Loaded:
 
 
 def resolve_path(path: str) -> Path:
-    """A data path as given, else relative to the project root (so runs work from any directory)."""
+    """A data path as given, else relative to the project's resources (a checkout, or an installed package's
+    copy of datasets/), so runs work from any directory."""
     p = Path(path).expanduser()
     if p.is_absolute() or p.exists():
         return p
-    return PROJECT_ROOT / p
+    return RESOURCES / p
 
 
 # --- Spec-Bench question files ------------------------------------------------------------------
@@ -303,7 +304,7 @@ BENCHMARK_SOURCES = ("hub", "package")  # the benchmark's own rows, whoever serv
 def dataset_config(name: str):
     from omegaconf import OmegaConf
 
-    path = PROJECT_ROOT / "conf" / "dataset" / f"{name}.yaml"
+    path = CONF / "dataset" / f"{name}.yaml"
     if not path.exists():
         raise HarnessError(f"no dataset config {path}")
     return OmegaConf.load(path)

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import torch
 
-from harness import PROJECT_ROOT, baseline, bench_gpu, replica
+from harness import CONF, PROJECT_ROOT, baseline, bench_gpu, replica
 from harness.records import LOSSLESS, cell_dir, environment
 
 DTYPES = ("bfloat16", "float16")
@@ -146,7 +146,7 @@ def run_cells(folders: dict, scale: dict, device: str, results: Path) -> list[di
 
     plan = [(pair, dtype, method) for pair in PAIRS for dtype in DTYPES for method in PAIRS[pair][2]]
     rows = []
-    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         for i, (pair, dtype, method) in enumerate(plan, start=1):
             roles, dataset, _ = PAIRS[pair]
             overrides = [f"pair={pair}", *[f"pair.{role}.id={folders[name]}" for role, name in roles.items()],

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import gc
 import json
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,7 @@ from transformers import (
     AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer, GenerationConfig,
 )
 
-from harness import PROJECT_ROOT, HarnessError
+from harness import CONF, HarnessError
 from harness.captioner import load_captioner
 from harness.hub import embedded_name, from_hf, snapshot
 from harness.kernels import choose_packing
@@ -27,6 +28,8 @@ from harness.packing import pack_linears
 from harness.zoo import EMBEDDED, WEIGHTS, eagle_weights, load_embedded
 from methods import Models, Prompt
 from methods.core import devices
+
+log = logging.getLogger("harness")
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 # Where a question's text places an image (Interleave-Bench's convention; datasets/bundled/README.md).
@@ -281,11 +284,42 @@ def interleaved(message: dict, image_token: str) -> str | None:
     return message["content"].replace(IMAGE_MARKER, image_token)
 
 
+ROLES = ("target", "draft", "eagle")
+
+
+def shipped_pairs() -> dict[str, Path]:
+    return {p.stem: p for p in sorted((CONF / "pair").glob("*.yaml")) if p.stem != "custom"}
+
+
+def settle_pair(pair_cfg) -> None:
+    """Before anything loads: a role without an id (`pair=custom` names only those it is given) is no role, and a
+    pair may not take the name of a shipped one for other models: `pair=custom` refuses it; a shipped pair whose
+    model ids were replaced keeps its name (a local copy of the same checkpoint is the usual reason), with a warning."""
+    from omegaconf import open_dict
+
+    with open_dict(pair_cfg):
+        for role in ROLES[1:]:
+            if pair_cfg.get(role) is not None and not pair_cfg[role].get("id"):
+                pair_cfg[role] = None
+    shipped = shipped_pairs().get(pair_cfg.name)
+    if shipped is None:
+        return
+    own = OmegaConf.load(shipped)
+    changed = [f"pair.{r}.id={(pair_cfg.get(r) or {}).get('id')}" for r in ROLES
+               if (own.get(r) or {}).get("id") != (pair_cfg.get(r) or {}).get("id")]
+    if changed and pair_cfg.get("custom"):
+        raise HarnessError(f"pair=custom named {pair_cfg.name!r}, the shipped pair {shipped}'s name: its results "
+                           "would mix with that pair's; name yours with pair.name=...")
+    if changed:
+        log.warning("pair %s with %s: its results are filed under %r; if that is another model than the shipped "
+                    "pair's, use pair=custom (named after its folders)", pair_cfg.name, " ".join(changed), pair_cfg.name)
+
+
 def pair_config(pair: str):
     """A pair by config name (conf/pair/NAME.yaml) or by the path of a pair yaml, for the tools outside Hydra."""
-    path = Path(pair) if pair.endswith(".yaml") else PROJECT_ROOT / f"conf/pair/{pair}.yaml"
+    path = Path(pair) if pair.endswith(".yaml") else CONF / f"pair/{pair}.yaml"
     if not path.is_file():
-        valid = ", ".join(sorted(p.stem for p in (PROJECT_ROOT / "conf" / "pair").glob("*.yaml")))
+        valid = ", ".join(sorted(p.stem for p in (CONF / "pair").glob("*.yaml")))
         raise SystemExit(f"unknown pair {pair!r}: give a pair yaml path or one of: {valid}")
     return OmegaConf.load(path)
 
@@ -390,12 +424,19 @@ def finish_pair(pair_cfg, models: Models, tokenizer, processor, eos, text_config
     eos = tuple(eos) if isinstance(eos, (list, tuple)) else (eos,) if eos is not None else ()
     if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in eos:
         eos += (tokenizer.eos_token_id,)
+    template = pair_cfg.target.get("chat_template")
+    if template:  # a template file for a tokenizer (or processor) that ships none
+        path = Path(template).expanduser()
+        if not path.is_file():
+            raise HarnessError(f"pair.target.chat_template={template}: no such file (a Jinja chat template)")
+        (processor if processor is not None else tokenizer).chat_template = path.read_text()
     chat_format = pair_cfg.target.get("chat_format")
     if chat_format is not None and chat_format not in CHAT_FORMATS:
         raise HarnessError(f"pair.target.chat_format={chat_format!r}; valid choices: {', '.join(CHAT_FORMATS)}")
     if chat_format is None and processor is None and not getattr(tokenizer, "chat_template", None):
         raise HarnessError(f"target {pair_cfg.target.id}'s tokenizer has no chat template; name the conversation format "
-                           f"its anchor used with pair.target.chat_format (valid choices: {', '.join(CHAT_FORMATS)})")
+                           f"its anchor used with pair.target.chat_format (valid choices: {', '.join(CHAT_FORMATS)}), or "
+                           "give a template file with pair.target.chat_template=FILE.jinja")
     system = pair_cfg.target.get("system_prompt")
     if system and (processor is not None or chat_format):
         raise HarnessError(f"pair.target.system_prompt is for text targets with a chat template ({pair_cfg.target.id} "

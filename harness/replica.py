@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from harness import PROJECT_ROOT
+from harness import RESOURCES
 
 LLAVA_TEMPLATE = (
     "{% for message in messages %}{% if message['role'] != 'system' %}{{ message['role'].upper() + ': '}}{% endif %}"
@@ -57,7 +57,7 @@ LLAMA31 = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=6, num_a
 
 
 def corpus() -> list[str]:
-    return [t for line in (PROJECT_ROOT / "datasets/zoo-prompts/train.jsonl").read_text().splitlines()[:400]
+    return [t for line in (RESOURCES / "datasets/zoo-prompts/train.jsonl").read_text().splitlines()[:400]
             for t in json.loads(line)["turns"]]
 
 

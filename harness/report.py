@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from harness import PROJECT_ROOT, HarnessError
+from harness import CONF, HarnessError, plugins
 from harness.claims import evaluate, load_claims
 from harness.claims import write as write_claims
 from harness.ties import lossy_line, record_check, stored_checks
@@ -528,9 +528,10 @@ def expected_cells(root: Path) -> set[Path]:
         params = [f"{k}={v}" for k, v in (hydra_cfg.sweeper.get("params") or {}).items()]
         jobs = sweep_jobs(params + not_hydra(list(hydra_cfg.overrides.task)))
         try:
-            with initialize_config_dir(str(PROJECT_ROOT / "conf"), version_base="1.3"):
+            search = plugins.with_search_path([], plugins.load(plugins.named_on(list(hydra_cfg.overrides.task))))
+            with initialize_config_dir(str(CONF), version_base="1.3"):
                 for job in jobs:
-                    cfg = compose("config", overrides=not_hydra(job))
+                    cfg = compose("config", overrides=not_hydra(job) + search)
                     cfg.output_root = str(root)
                     expected.add(cell_dir(cfg))
         except Exception as err:  # noqa: BLE001 - e.g. the configs changed since: list what exists

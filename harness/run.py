@@ -21,7 +21,9 @@ from harness import HarnessError, baseline, kernels, packing
 from harness.conversation import first_prompt, stored_first_turns, turn_prompt
 from harness.data import Sample, load_samples
 from harness.latency import step_costs
-from harness.models import Pair, load_model, load_pair, placement, prompt_pair, resolve_device, resolve_dtype
+from harness.models import (
+    Pair, load_model, load_pair, placement, prompt_pair, resolve_device, resolve_dtype, settle_pair,
+)
 from harness.records import (
     BASELINE, CONFIG, ENV, RETRIED, SAMPLES, STEP_COSTS, SUMMARY, append_sample, cell_dir, cell_lock, check_identity,
     environment, load_summary, read_records, summarize, take_out, write_atomic,
@@ -138,6 +140,7 @@ def check_settings(cfg) -> dict:
         check_options(find(cfg.method.name), method_options(cfg))
     except ValueError as err:
         raise HarnessError(str(err)) from None
+    settle_pair(cfg.pair)
     placement(cfg.pair.target)  # a bad device_map fails here, not at load
     if cfg.backend.name != "hf":
         from harness import engine

@@ -7,9 +7,8 @@ import itertools
 
 from omegaconf import DictConfig
 
-from harness import PROJECT_ROOT, HarnessError
+from harness import CONF, HarnessError
 
-CONF = PROJECT_ROOT / "conf"
 
 
 def presets() -> list[str]:
@@ -42,13 +41,18 @@ def job_configs(sweep: str | None, overrides: list[str] = ()) -> list[DictConfig
     from hydra import compose, initialize_config_dir
     from tqdm import tqdm
 
-    import methods  # noqa: F401 - registers the method schemas the method configs extend
+    from harness import plugins
+    from harness.models import settle_pair
 
     if sweep is not None and sweep not in presets():
         raise HarnessError(f"sweep preset {sweep!r}; valid choices: {', '.join(presets())}")
     preset = [f"+sweep={sweep}"] if sweep else []
+    search = plugins.with_search_path([], plugins.load(plugins.named_on(list(overrides))))  # methods registered too
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        params = compose("config", overrides=preset, return_hydra_config=True).hydra.sweeper.get("params") or {}
+        params = compose("config", overrides=preset + search, return_hydra_config=True).hydra.sweeper.get("params") or {}
         jobs = sweep_jobs([f"{k}={v}" for k, v in params.items()] + preset + not_hydra(list(overrides)))
-        return [compose("config", overrides=not_hydra(job))
-                for job in tqdm(jobs, desc="composing jobs", leave=False, disable=len(jobs) < 20)]
+        configs = [compose("config", overrides=not_hydra(job) + search)
+                   for job in tqdm(jobs, desc="composing jobs", leave=False, disable=len(jobs) < 20)]
+    for cfg in configs:
+        settle_pair(cfg.pair)
+    return configs

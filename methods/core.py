@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 import torch
 from transformers import DynamicCache
@@ -48,12 +49,37 @@ class Prompt:
     images: list = field(default_factory=list)
 
 
+class Stats(TypedDict, total=False):
+    """What a method's `Result.stats` carries into its record (any other key is recorded as it is). Required:
+    `prefill_s` (seconds up to the first new token), `decode_s` (seconds after it), `target_calls` (target forwards,
+    the prefill included: τ = new tokens / target_calls), `draft_calls` (draft forwards; 0 without a draft).
+    Optional: `accepted` and `drafted` (per block: draft tokens accepted, drafted; the acceptance metrics)."""
+
+    prefill_s: float
+    decode_s: float
+    target_calls: int
+    draft_calls: int
+    accepted: list[int]
+    drafted: list[int]
+
+
+REQUIRED_STATS = ("prefill_s", "decode_s", "target_calls", "draft_calls")
+
+
 @dataclass
 class Result:
-    """What a method returns: the new tokens (batch of lists) and its statistics in a plain dict."""
+    """What a method returns: the new tokens (batch of lists) and its `Stats`, checked when it is made."""
 
     tokens: list[list[int]]
-    stats: dict = field(default_factory=dict)
+    stats: Stats = field(default_factory=dict)
+
+    def __post_init__(self):
+        missing = [k for k in REQUIRED_STATS if k not in self.stats]
+        if missing:
+            raise TypeError(f"Result.stats lacks {', '.join(missing)}: every method reports {', '.join(REQUIRED_STATS)} "
+                            "(methods.core.Stats), so that its records time and count like every other method's")
+        self.stats.setdefault("accepted", [])
+        self.stats.setdefault("drafted", [])
 
 
 # --- clock -------------------------------------------------------------------------------------

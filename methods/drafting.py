@@ -16,6 +16,7 @@ ensemble; `batched=False` runs them one after another for comparison).
 """
 from __future__ import annotations
 
+import abc
 import time
 from dataclasses import dataclass
 
@@ -41,36 +42,43 @@ class Verdict:
     features: torch.Tensor | None = None
 
 
-class Drafter:
-    """What `methods.speculative.speculate` needs from a drafter. `start` runs inside the timed call, after the
-    target's prefill; `step(tokens)` appends tokens to the drafter's context and returns each of its K modes'
-    next-token logits over the target's vocabulary [K, V]; `mix` turns those into the one draft distribution q;
-    `crop` rolls the context back to `generated` answer tokens; `observe` hears the target's verdict on each
-    block. A drafter that reads the target's hidden states names their `hidden_states` indices in `layers`."""
+class Drafter(abc.ABC):
+    """What `methods.speculative.speculate` needs from a drafter: every member the loop calls. `start` runs inside
+    the timed call, after the target's prefill; `step(tokens)` appends tokens to the drafter's context and returns
+    each of its K modes' next-token logits over the target's vocabulary [K, V]; `mix` turns those into the one draft
+    distribution q; `crop` rolls the context back to `generated` answer tokens; `observe` hears the target's verdict
+    on each block; `draft_tree` (dynamic trees, `top_k` > 0 only) proposes a whole tree at once. A drafter that
+    reads the target's hidden states names their `hidden_states` indices in `layers`."""
 
     layers: list[int] | None = None  # target features read, or None
     calls_per_step = 1  # draft forwards per `step`
     caption_s = 0.0  # seconds spent captioning images (drafting mode C)
 
+    @abc.abstractmethod
     def start(self, features: torch.Tensor | None) -> "Drafter":
         """Prefill with the prompt; `features` [P, len(layers) * d] of the prompt positions when `layers`."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def generated(self) -> int:
         """Answer tokens in the drafter's context."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def step(self, tokens: list[int]) -> torch.Tensor:
-        raise NotImplementedError
+        """Append `tokens`; each mode's next-token logits [K, V] over the target's vocabulary."""
+
+    @abc.abstractmethod
+    def crop(self, generated: int) -> None:
+        """Keep the first `generated` answer tokens of the context."""
 
     def mix(self, logits: torch.Tensor, settings: DecodeSettings) -> torch.Tensor:
         return ensemble(logits, None, settings)
 
-    def crop(self, generated: int) -> None:
-        raise NotImplementedError
-
     def observe(self, verdict: Verdict) -> None:
         """Nothing to learn by default."""
+
+    def draft_tree(self, feed: list[int], top_k: int, depth: int, total: int):
+        """A dynamic token tree (`methods.verify.Tree`) of `total` nodes, `depth` deep, `top_k` children a node."""
+        raise NotImplementedError(f"{type(self).__name__} drafts chains and fixed-width trees only: use top_k=0")
 
     def stats(self) -> dict:
         """Per-sample statistics of the drafter's own, merged into the record."""

@@ -115,7 +115,8 @@ def test_interleaving_checks_each_variant_against_its_own_reference(tmp_path, ra
                               pack_weights="false")
 
     def other(models, prompt, settings, generator=None):  # another engine whose kernels round differently
-        return Result([[7] * settings.max_new_tokens], dict(prefill_s=0.01, decode_s=0.01, target_calls=6))
+        return Result([[7] * settings.max_new_tokens], dict(prefill_s=0.01, decode_s=0.01, target_calls=6,
+                                                                  draft_calls=0))
 
     variants = {"ar": (get_method("ar"), {}), "other ar": (other, {}), "other sd": (other, {})}
     settled = []

@@ -7,10 +7,9 @@ from hydra.core.config_store import ConfigStore
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
+from harness import CONF  # importing harness registers the config resolvers (pair_name)
 from methods import METHODS, find
-from tests.conftest import ROOT, harness_cli
-
-CONF = ROOT / "conf"
+from tests.conftest import harness_cli
 GROUPS = {g: sorted(p.stem for p in (CONF / g).glob("*.yaml")) for g in ("method", "pair", "dataset")}
 
 
@@ -37,13 +36,14 @@ def _base(path):
 # pair, and every dataset once, compose every combination a user can type.
 @pytest.mark.parametrize("method,pair", [(m, p) for m in GROUPS["method"] for p in GROUPS["pair"]])
 def test_every_method_composes_with_every_pair(method, pair):
+    custom = ["pair.target.id=/models/mine", "pair.draft.id=/models/small"] if pair == "custom" else []
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("config", overrides=[f"method={method}", f"pair={pair}"])
+        cfg = compose("config", overrides=[f"method={method}", f"pair={pair}", *custom])
     resolved = OmegaConf.to_container(cfg, resolve=True)
     assert resolved["method"]["name"] == method and resolved["method"]["tag"]
-    assert resolved["pair"]["name"] == pair and resolved["pair"]["target"]["id"]
+    assert resolved["pair"]["name"] == ("mine__small" if custom else pair) and resolved["pair"]["target"]["id"]
     for need in find(method).needs:  # a pair without what the method needs fails at load with a clear error
-        if need in resolved["pair"]:
+        if resolved["pair"].get(need) is not None and not custom:  # pair=custom has the roles it is given
             assert resolved["pair"][need]["id"]
 
 
