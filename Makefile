@@ -44,8 +44,11 @@ run: setup
 	$(PY) -m harness -m method=ar,sd,grid/sd_g3_w2,grid/sd_dynamic run_name=$(RUN) $(QUICK)
 	$(PY) -m harness.report results/$(RUN)
 
+# Two workers (pytest-xdist; a test file stays on one worker, so its module fixtures are built once), one torch thread
+# each (tests/conftest.py): the suite waits on subprocesses and servers, so one worker leaves a core idle.
+TEST_WORKERS ?= 2
 test: setup setup-vllm   # the engine tests start real vLLM servers from .venv-vllm
-	$(PY) -m pytest -q --durations=25 tests   # the slowest 25 listed: CI must stay under 25 minutes
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=25 tests   # the slowest 25 listed
 
 figures: setup   # report tables + paper-style figures for RESULTS (default results/$(RUN))
 	$(PY) -m harness.report $(RESULTS)
@@ -104,9 +107,9 @@ bench: setup setup-vllm   # section vllm times vLLM's draft_model beside our sd
 bench-gpu: setup   # cost-model components at real model sizes (random weights), fp16, CUDA events
 	$(PY) -m harness.bench_gpu
 
-# A GPU box without network (README): `make gpu-wheels` where a registry is reachable fetches what such a box's image
-# (python, CUDA torch, transformers 5.17, pandas, matplotlib, accelerate, safetensors, tokenizers) lacks into
-# gpu-wheels/; on the box, `make gpu-check` installs them offline into a venv over the image's packages and runs
+# A GPU box without network (docs/reproducing.md): `make gpu-wheels` where a registry is reachable fetches what such a
+# box's image (python, CUDA torch, transformers 5.17, pandas, matplotlib, accelerate, safetensors, tokenizers) lacks
+# into gpu-wheels/; on the box, `make gpu-check` installs them offline into a venv over the image's packages and runs
 # harness.gpu_check (budgeted at 8 minutes on one H100). GPU_CHECK_ARGS="--device cpu --scale tiny" runs it on a CPU.
 GPU_WHEELS ?= gpu-wheels
 GPU_PYVER ?= 3.12

@@ -11,7 +11,7 @@ CONF = RESOURCES / "conf"
 
 class HarnessError(Exception):
     """A problem the user can fix (bad name, missing weights, bad input): printed without a traceback, and the
-    process exits with `exit_code` (README, Records: 2 bad input or setup; subclasses name their own)."""
+    process exits with `exit_code` (docs/records.md, exit codes: 2 bad input or setup; subclasses name their own)."""
 
     exit_code = 2
 

@@ -565,8 +565,9 @@ def read_sections(path: Path) -> dict[str, str]:
 def write_sections(path: Path, blocks: dict[str, str]) -> None:
     order = [name for name in SECTIONS if name in blocks] + [name for name in blocks if name not in SECTIONS]
     head = ["# Benchmarks (`make bench`)", "",
-            "Each section says when, where and at which commit it was measured: `python -m harness.bench --sections "
-            "NAME` reruns one and keeps the others.", ""]
+            "Every dated measurement the docs quote. Each section says when, where and at which commit it was measured "
+            "and how to measure it again: `python -m harness.bench --sections NAME` reruns a bench section and keeps "
+            "the others; the sections after them were measured by the command each names.", ""]
     path.write_text("\n".join(head + [blocks[name] for name in order]))
 
 

@@ -1,8 +1,8 @@
 """Kernel levers chosen by measurement on the machine at hand, never by rule.
 
-`pack_weights=auto` (harness.packing): oneDNN-prepacked linear weights make a 6-token verify cost about one
-1-token step on every CPU measured so far, but the 1-token step itself was 1.4x faster packed on an AMD EPYC
-(56.6 vs 40.6 ms, 2026-12-01) and 1.24x slower on an Intel Xeon (34.9 vs 43.1 ms, 2026-12-02; SmolLM2-135M). So `auto` times, for each model of a pair, the forward that model
+`pack_weights=auto` (harness.packing): oneDNN-prepacked linear weights make a multi-token verify cheap, but whether
+they make the 1-token step faster or slower depends on the CPU (results/bench/latest.md, sections `design`,
+`kernels`, `baseline-intel`). So `auto` times, for each model of a pair, the forward that model
 runs most in the cell's method (a 1-token step for `ar`'s target and for every draft; a block of gamma + 1 tokens,
 or the tree's nodes, for a speculative method's target) with dense and with packed weights, interleaved, at a
 fixed context, and packs only the models that run faster packed. `ar` therefore always decodes with whichever
@@ -135,7 +135,7 @@ def choose_packing(model_id: str, model, tokens: int, device: torch.device, meas
 
 def matmul_ms(shape: tuple[int, int, int] = (256, 576, 1536)) -> dict[str, float]:
     """Median milliseconds of an [m, k] @ [k, n] product in bfloat16 and in float32, the two taking turns after a
-    warm-up (a first bfloat16 product pays oneDNN's kernel generation: 3.4 ms against 0.2 ms warm)."""
+    warm-up (a first bfloat16 product pays oneDNN's kernel generation, many times a warm one's cost)."""
     m, k, n = shape
     gen = torch.Generator().manual_seed(0)
     pairs = {d: (torch.randn(m, k, generator=gen).to(d), torch.randn(k, n, generator=gen).to(d))
@@ -152,10 +152,11 @@ def matmul_ms(shape: tuple[int, int, int] = (256, 576, 1536)) -> dict[str, float
 
 def training_dtype(measure_fn=None, busy_fn=None) -> torch.dtype:
     """The mixed-precision dtype of the build scripts: bfloat16 where this CPU multiplies it faster than float32
-    (native bf16: AVX512-BF16, AMX), else float32 (emulated bf16 was 72x slower on a 2-core EPYC without it).
+    (native bf16: AVX512-BF16, AMX), else float32 (emulated bf16 is far slower on a CPU without it).
     Remembered per machine like every lever here, so that each process of a build, a resume included, trains in
-    and names its cached stages by the same dtype: measured afresh in every process, a busy moment once picked
-    float32 where the quiet machine picks bfloat16, and the resumed build redid a finished stage (2026-12-05)."""
+    and names its cached stages by the same dtype: measured afresh in every process, a busy moment can pick float32
+    where the quiet machine picks bfloat16, and a resumed build would redo a finished stage (the measurements:
+    results/bench/latest.md, section `design`)."""
     def timed() -> dict:
         ms = (measure_fn or matmul_ms)()
         return {**ms, "bfloat16": ms["bfloat16_ms"] < ms["float32_ms"]}

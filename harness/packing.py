@@ -1,10 +1,10 @@
 """Prepacked linear weights for CPU decoding (`pack_weights`).
 
 Why: on a CPU, PyTorch's dense fp32 `F.linear` goes to MKL, which takes its fast GEMV path for one token but
-repacks the whole weight on every call once two or more tokens come in. For SmolLM2-135M on 2 cores a
-forward of 6 tokens (an SD verify at gamma 5) then costs 1.9x a 1-token step, which erases what speculation
-saves. oneDNN can pack each weight once, at load time, into its blocked layout; with that, a 1-token step
-and a 6-token verify cost 17.8 and 20.0 ms instead of 29.8 and 55.7 ms (`make bench`, section `kernels`).
+repacks the whole weight on every call once two or more tokens come in. A forward of 6 tokens (an SD verify at
+gamma 5) then costs about two 1-token steps, which erases what speculation saves. oneDNN can pack each weight once,
+at load time, into its blocked layout; with that, a 6-token verify costs about one 1-token step (`make bench`,
+section `kernels`; the measurement behind this choice: results/bench/latest.md, section `design`).
 Packing every linear beats packing only the large ones: oneDNN's ~15 us per call loses to MKL's GEMV on small
 weights at 1 token, but wins at 2+ tokens, and measured whole forwards favour packing all.
 

@@ -1,9 +1,9 @@
-"""The record contract between run and report (DESIGN.md): one directory per cell with
+"""The records contract between run and report (docs/records.md): one directory per cell with
 `config.yaml`, `env.json`, `samples.jsonl` (complete lines only, appended and flushed per sample)
 and `summary.json` (written last, atomically). A cell with a summary is finished; a cell without one
 resumes after its last complete sample. One process at a time writes a cell (`cell_lock`), and one reader
 (`read_records`) serves both the run's resume and the report, so they never disagree on what was recorded, and one
-function (`metrics`) computes every number of summary.json and of the report, under the names the README defines.
+function (`metrics`) computes every number of summary.json and of the report, under the names docs/metrics.md defines.
 """
 from __future__ import annotations
 
@@ -210,7 +210,7 @@ def append_sample(f, records: list[dict]) -> None:
     os.fsync(f.fileno())
 
 
-# --- metrics: the one definition of every number (README "Metrics" has one line per name) ---------------
+# --- metrics: the one definition of every number (docs/metrics.md has one line per name) ---------------
 
 BOOTSTRAP, SEED = 1000, 0  # the speedup intervals: percentile bootstrap over the paired (sample, turn) records
 SPEEDUP_KEYS = ("speedup", "speedup_lo", "speedup_hi", "speedup_mean", "speedup_mean_lo", "speedup_mean_hi")

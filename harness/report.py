@@ -12,8 +12,8 @@ Writes, next to the results:
   records measured, each claim's verdict or why it is not comparable (harness.claims).
 `python -m harness.report --status RESULTS_DIR` lists done / partial / failed / missing cells instead.
 
-Every number comes from `harness.records.metrics` (the one definition, shared with summary.json; the README's
-"Metrics" section defines each name); robust speedup = mean of a method's per-dataset speedups, shown with its
+Every number comes from `harness.records.metrics` (the one definition, shared with summary.json;
+docs/metrics.md defines each name); robust speedup = mean of a method's per-dataset speedups, shown with its
 worst dataset. Rows are named by `display_names` (short; report.csv keeps the full tag in `method`).
 A method's records are paired with ar's from the same run, pair, dataset, second-turn task and decoding
 settings. Shards of one cell hold disjoint samples and are merged. Every table marks where a dataset's

@@ -135,8 +135,8 @@ def crop_cache(cache: DynamicCache, length: int) -> None:
 def compact_cache(cache: DynamicCache, start: int, rows: list[int]) -> None:
     """Keep the first `start` positions and the block rows `rows` (sorted offsets from `start`): the accepted
     path of a chain (rows 0..n, a plain crop) or of a token tree. The prefix stays where it is and only the kept
-    rows move, so the cost is the block's, not the context's (re-gathering the whole cache cost 2.8 ms a block
-    on SmolLM2)."""
+    rows move, so the cost is the block's, not the context's (re-gathering the whole cache made token trees lose
+    to chains on a CPU: results/bench/latest.md, section `design`)."""
     if sorted(rows) != list(rows) or len(set(rows)) != len(rows) or (rows and rows[0] < 0):
         raise ValueError(f"rows must be sorted, distinct offsets >= 0, got {rows}")
     if list(rows) != list(range(len(rows))):  # a gap: move the kept rows down over it

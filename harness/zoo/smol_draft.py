@@ -133,8 +133,8 @@ class SmolDraft(PreTrainedModel, GenerationMixin):
         """What `LlamaModel` computes for new tokens appended to `cache` with nothing masked (every draft step,
         ours or transformers' assisted generation, and prompts), with fewer operations: the input embedding
         and `proj` folded into one table, q/k/v and gate/up each one matmul, rotary angles from a table, one
-        SDPA call per layer, and no mask building (a single new token attends to every cached position). With
-        the numpy copy scan it took a draft step from 3.48 to 2.41 ms on 2 cores (`make bench`, kernels).
+        SDPA call per layer, and no mask building (a single new token attends to every cached position). It and
+        the numpy copy scan cut the draft step's time (results/bench/latest.md, sections `design` and `kernels`).
         Same results as the LlamaModel path up to float rounding (tests/test_zoo.py); the cache is filled
         through its public `update`, so cropping works as before."""
         fused = self.fused_for_decoding()
