@@ -94,9 +94,9 @@ zoo-gemma3-eagle: zoo-gemma3   # EAGLE-3 drafters for it (full + speculator, red
 	$(PY) -m harness.train.eagle --target embedded:gemma3-270m --head reduced --vocab 16384 --init-from embedded:gemma3-270m-eagle3 --steps 300 --n-eval 8 --eval-tokens 64
 	$(PY) -m harness.train.eagle --target embedded:gemma3-270m --head reduced --vocab 32768 --init-from embedded:gemma3-270m-eagle3 --steps 300 --n-eval 8 --eval-tokens 64
 
-bench-gemma3: setup   # the vocab section on the large-vocabulary pair (after zoo-gemma3-eagle)
+bench-gemma3: setup   # the vocab section on the large-vocabulary pair (after zoo-gemma3-eagle): section vocab-gemma3
 	$(PY) -m harness.bench --sections vocab --eagle-pair gemma3-270m__gemma3-eagle3 --frspec 32768 --specvocab-k 1024,2048,4096 \
-	  --reduced embedded:gemma3-270m-eagle3-r16384,embedded:gemma3-270m-eagle3-r32768 --out results/bench-gemma3
+	  --reduced embedded:gemma3-270m-eagle3-r16384,embedded:gemma3-270m-eagle3-r32768 --tag gemma3
 
 zoo-vlm: setup   # rebuild tiny-llava (target vision tower + projector, distilled draft)
 	$(PY) -m harness.train.vlm

@@ -520,6 +520,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="prepacked CPU linear weights, as the run setting pack_weights (the kernels section "
                          "compares both)")
     ap.add_argument("--out", type=Path, default=PROJECT_ROOT / "results" / "bench")
+    ap.add_argument("--tag", default="", help="a suffix for the section names written (vocab-TAG): the same section "
+                    "on another pair beside the default one, in the same file")
     args = ap.parse_args(argv)
     sections = args.sections.split(",")
     unknown = [s for s in sections if s not in SECTIONS]
@@ -539,8 +541,9 @@ def main(argv: list[str] | None = None) -> int:
         raw = {}
     for name in sections:
         rows, data = SECTIONS[name](args, device)
-        blocks[name] = "\n".join([SECTION_MARK.format(name), *rows, "", f"_Measured {where}._", ""])
-        raw[name] = {"args": {k: str(v) for k, v in vars(args).items()}, "env": env, "data": data}
+        key = f"{name}-{args.tag}" if args.tag else name
+        blocks[key] = "\n".join([SECTION_MARK.format(key), *rows, "", f"_Measured {where}._", ""])
+        raw[key] = {"args": {k: str(v) for k, v in vars(args).items()}, "env": env, "data": data}
         print("\n".join(rows) + "\n", flush=True)
         write_sections(args.out / "latest.md", blocks)  # after each section: a crash keeps what was measured
         (args.out / "raw.json").write_text(json.dumps(raw, indent=2))

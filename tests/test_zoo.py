@@ -192,9 +192,10 @@ def test_eagle_curve_builds_each_point_once(tmp_path, monkeypatch):
     kept beside it, the table written; a second run reuses the point instead of training again."""
     from harness.train import eagle_curve
 
-    argv = ["--points", "4", "--train-prompts", "1600", "--n-eval", "1", "--eval-tokens", "4", "--out", str(tmp_path), "--smoke"]
+    argv = ["--points", "4", "--train-prompts", "1600", "--n-eval", "1", "--eval-tokens", "4", "--out", str(tmp_path),
+            "--results", str(tmp_path / "results.md"), "--smoke"]
     eagle_curve.main(argv)
-    (row,) = [line for line in (tmp_path / "latest.md").read_text().splitlines() if line.startswith("| 4 |")]
+    (row,) = [line for line in (tmp_path / "results.md").read_text().splitlines() if line.startswith("| 4 |")]
     assert row.endswith("| 1/1 |")  # lossless against ar
     assert (tmp_path / "tau_vs_answers.png").stat().st_size > 0
     monkeypatch.setattr(eagle_curve.eagle, "main", lambda argv: pytest.fail("a finished point was trained again"))

@@ -9,7 +9,7 @@ first `--train-prompts` prompts of the bundled generator), everything else the c
 (steps, batch, seed), built into `<cache_root>/smol-eagle3/curve/aN/`. Its tau is measured on the held-out
 zoo-eval prompts (full head, chain gamma 5, greedy, lossless checked against ar) and kept in `curve.json`
 beside the drafter; a point whose `curve.json` exists is not rebuilt (the trainer's own stages resume too).
-The table and figure go to `results/eagle-curve/`.
+The table goes to section `eagle-curve` of results/bench/latest.md, the figure to `results/eagle-curve/`.
 """
 from __future__ import annotations
 
@@ -20,7 +20,11 @@ from pathlib import Path
 
 import matplotlib
 
+import torch
+
 from harness import PROJECT_ROOT
+from harness.bench import SECTION_MARK, read_sections, write_sections
+from harness.records import environment
 from harness.train import eagle
 from harness.train.common import digest
 from harness.zoo import eagle_cache
@@ -28,7 +32,8 @@ from harness.zoo import eagle_cache
 matplotlib.use("Agg")
 from matplotlib.figure import Figure  # noqa: E402  (after choosing the headless backend)
 
-OUT = PROJECT_ROOT / "results" / "eagle-curve"
+OUT = PROJECT_ROOT / "results" / "eagle-curve"  # the figure
+RESULTS = PROJECT_ROOT / "results" / "bench" / "latest.md"  # the table: its section eagle-curve
 POINTS = (900, 1789, 3545)  # 1789: all answers to the bundled 1600 prompts (as the committed drafter); 3545: to 3200
 TRAIN_PROMPTS = 3200
 
@@ -52,7 +57,7 @@ def point(n: int, train_prompts: int, n_eval: int, tokens: int, extra: list[str]
 
 
 def table(rows: list[dict], train_prompts: int) -> str:
-    lines = ["# smol-eagle3: tau against training answers\n",
+    lines = ["## smol-eagle3: tau against training answers\n",
              f"Target SmolLM2-135M-Instruct; answers: the target's own greedy answers to the first {train_prompts} "
              "prompts of harness.train.prompts (the first 1600 are datasets/zoo-prompts/train.jsonl); every point "
              "the same recipe (harness.train.eagle defaults). tau on zoo-eval (held-out prompts), full head, chain "
@@ -82,12 +87,20 @@ def main(argv=None):
     ap.add_argument("--train-prompts", type=int, default=TRAIN_PROMPTS, help="prompts answered once for every point")
     ap.add_argument("--n-eval", type=int, default=20)
     ap.add_argument("--eval-tokens", type=int, default=128)
-    ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--out", type=Path, default=OUT, help="where the figure goes")
+    ap.add_argument("--results", type=Path, default=RESULTS, help="the results file whose section `eagle-curve` "
+                    "gets the table (its other sections are kept)")
     args, extra = ap.parse_known_args(argv)  # anything else goes to harness.train.eagle (e.g. --steps)
     rows = sorted((point(n, args.train_prompts, args.n_eval, args.eval_tokens, extra) for n in args.points),
                   key=lambda r: r["answers"])
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "latest.md").write_text(table(rows, args.train_prompts))
+    sections = read_sections(args.results)
+    sections["eagle-curve"] = "\n".join([SECTION_MARK.format("eagle-curve"), table(rows, args.train_prompts),
+                                         f"_Measured {time.strftime('%Y-%m-%d %H:%M')}, "
+                                         f"{environment(torch.device('cpu'))['device_name']}; regenerate: "
+                                         "`make zoo-eagle-curve` (each point's drafter is cached)._", ""])
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    write_sections(args.results, sections)
     fig = figure(rows)
     for ext in ("png", "pdf"):
         fig.savefig(args.out / f"tau_vs_answers.{ext}", bbox_inches="tight", dpi=300)
