@@ -10,7 +10,6 @@ pair, dataset or sweep YAMLs), which joins Hydra's search path.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 from importlib.metadata import entry_points
 from pathlib import Path
 

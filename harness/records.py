@@ -285,10 +285,11 @@ def metrics(records, paired: bool = False) -> dict:
         if twins and all(r.get("temperature") == 0 for r in records):
             lossless = lossless_verdict([r.get("lossless_check") or (
                 "same" if list(r["output_ids"]) == list(r["ar_output_ids"]) else "unchecked") for r in twins])
-        based = [r for r in ok if _given(r.get("base_wall_s", r.get("ar_wall_s")))]
-        out.update(n_paired=len(twins), **speedups(np.array([r.get("base_wall_s", r.get("ar_wall_s")) for r in based],
-                                                            float), np.array([walltime(r) for r in based], float)),
-                   vs="/".join(sorted({r.get("base") or "ar" for r in based})),
+        base = [(r, r.get("base_wall_s", r.get("ar_wall_s"))) for r in ok]  # the denominator: ar's where unnamed
+        based = [(r, b) for r, b in base if _given(b)]
+        out.update(n_paired=len(twins), **speedups(np.array([b for _, b in based], float),
+                                                   np.array([walltime(r) for r, _ in based], float)),
+                   vs="/".join(sorted({r.get("base") or "ar" for r, _ in based})),
                    speedup_vs_ar=_div(sum(r["ar_wall_s"] for r in twins), sum(walltime(r) for r in twins)),
                    lossless=lossless, agrees_with_hf=engine_agreement(ok))
     return out
